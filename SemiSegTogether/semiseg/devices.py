@@ -1,0 +1,33 @@
+"""Device choice: CUDA when present, CPU otherwise, same code; `--device` overrides."""
+
+from __future__ import annotations
+
+import torch
+
+from semiseg.errors import ConfigError
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """'auto' | 'cpu' | 'cuda' | 'cuda:N' | 'mps' → a usable torch.device, or a clear error."""
+    name = (name or "auto").lower()
+    if name == "auto":
+        return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {name}: CUDA is not available on this machine (use --device cpu or auto)")
+        dev = torch.device(name)
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) present")
+        return dev
+    if name == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise ConfigError("--device mps: Apple MPS is not available on this machine")
+        return torch.device("mps")
+    if name == "cpu":
+        return torch.device("cpu")
+    raise ConfigError(f"--device {name}: expected auto, cpu, cuda, cuda:N or mps")
+
+
+def amp_enabled(device: torch.device, requested: bool = True) -> bool:
+    """Mixed precision only on CUDA (CPU autocast is slow for 3D convs and changes numerics)."""
+    return bool(requested) and device.type == "cuda"
