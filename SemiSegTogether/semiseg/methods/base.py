@@ -1,0 +1,106 @@
+"""The one face every training method shows to the loop, the CLI and the Slicer trainer.
+
+    method = build_method(name, context)
+    losses = method.training_step(labeled, unlabeled, step)   # {"total": ..., other named terms}
+    net    = method.inference_network()
+
+A method is an `nn.Module`, so its whole state (student, teacher, running statistics)
+is one `state_dict()` that checkpoints hold and `--resume` restores.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+
+@dataclass
+class MethodContext:
+    """What a method needs to know about the data and the run to build itself."""
+
+    in_channels: int = 1
+    n_classes: int = 2  # including background
+    total_iterations: int = 1000
+    n_tasks: int = 1
+    n_domains: int = 1
+    # For task-prompted methods: the class values each task annotates (background excluded).
+    task_classes: list[list[int]] = field(default_factory=list)
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+class Method(nn.Module):
+    """Base class. Subclasses set `name`, `description`, `defaults` (option → default value) and
+    `option_help` (option → one line), build `self.net` (the trainable module the optimiser steps
+    and DDP wraps) and implement `training_step`."""
+
+    name = "base"
+    description = ""
+    defaults: dict[str, Any] = {}
+    option_help: dict[str, str] = {}
+    # Optional optimiser the authors used, e.g. {"optimizer": "adam", "lr": 1e-3}; the loop applies
+    # it unless the user chose one.
+    preferred_optimizer: dict[str, Any] = {}
+
+    def __init__(self, context: MethodContext):
+        super().__init__()
+        self.context = context
+        unknown = set(context.options) - set(self.defaults)
+        if unknown:
+            from semiseg.errors import ConfigError
+            raise ConfigError(f"method {self.name!r} has no option(s) {sorted(unknown)}; "
+                              f"it takes {sorted(self.defaults)}")
+        self.opts = {**self.defaults, **context.options}
+        self._step_net: nn.Module | None = None
+
+    # The loop may wrap `self.net` (DistributedDataParallel); methods run their forward passes
+    # through `step_net` so that the wrapper sees them.
+    @property
+    def step_net(self) -> nn.Module:
+        return self._step_net if self._step_net is not None else self.net
+
+    def set_step_net(self, wrapped: nn.Module | None) -> None:
+        self._step_net = wrapped
+
+    def trainable(self) -> nn.Module:
+        return self.net
+
+    def training_step(self, labeled: dict, unlabeled: dict | None, step: int) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def before_optimizer_step(self, step: int) -> None:
+        """Hook before the forward pass of an iteration (A&D aggregates its decoders here)."""
+
+    def after_optimizer_step(self, step: int) -> None:
+        """Hook after the optimiser step (EMA teachers update here)."""
+
+    def inference_network(self) -> nn.Module:
+        return self.net
+
+    @property
+    def uses_unlabeled(self) -> bool:
+        return True
+
+
+def sigmoid_rampup(step: int, length: int) -> float:
+    """exp(−5 (1 − t)²), the ramp of Laine & Aila used by Mean Teacher and its descendants."""
+    if length <= 0:
+        return 1.0
+    t = min(max(step, 0), length) / length
+    return float(math.exp(-5.0 * (1.0 - t) ** 2))
+
+
+@torch.no_grad()
+def ema_update(teacher: nn.Module, student: nn.Module, decay: float) -> None:
+    """teacher ← decay·teacher + (1−decay)·student for parameters *and* floating buffers
+    (BatchNorm running statistics); integer buffers (batch counters) are copied."""
+    for t, s in zip(teacher.parameters(), student.parameters()):
+        t.mul_(decay).add_(s.detach(), alpha=1 - decay)
+    for t, s in zip(teacher.buffers(), student.buffers()):
+        if t.dtype.is_floating_point:
+            t.mul_(decay).add_(s.detach(), alpha=1 - decay)
+        else:
+            t.copy_(s)

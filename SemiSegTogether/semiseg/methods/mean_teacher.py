@@ -1,0 +1,67 @@
+"""Mean Teacher (Tarvainen & Valpola, 2017) as the LA lineage runs it (UA-MT's MT baseline).
+
+The teacher is an exponential moving average of the student's parameters *and* BatchNorm
+buffers; it sees the unlabeled batch with small Gaussian noise and the student is pulled
+towards its softmax output, with a sigmoid ramp-up of the consistency weight.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from semiseg.losses import dice_ce_loss, softmax_mse
+from semiseg.methods.base import Method, ema_update, sigmoid_rampup
+from semiseg.nets import build_network
+
+
+class MeanTeacher(Method):
+    name = "mean-teacher"
+    description = "EMA teacher gives targets on unlabeled data; student matches its softmax (consistency)."
+    defaults = {"n_filters": 16, "norm": "batch", "dropout": 0.0, "ema_decay": 0.99, "consistency": 0.1,
+                "rampup": 0.4, "noise": 0.1, "inference": "student"}
+    option_help = {
+        "n_filters": "V-Net width", "norm": "batch | instance | group", "dropout": "Dropout3d rate",
+        "ema_decay": "teacher EMA decay (UA-MT: 0.99)",
+        "consistency": "maximum consistency weight (UA-MT: 0.1)",
+        "rampup": "sigmoid ramp-up length as a fraction of the iterations",
+        "noise": "std of the Gaussian noise on the teacher's input (clipped at ±2 std)",
+        "inference": "student (as UA-MT reports) | teacher",
+    }
+
+    def __init__(self, context):
+        super().__init__(context)
+        self.net = build_network("vnet", in_channels=context.in_channels, n_classes=context.n_classes,
+                                 n_filters=self.opts["n_filters"], norm=self.opts["norm"],
+                                 dropout=self.opts["dropout"])
+        self.teacher = copy.deepcopy(self.net)
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+
+    def consistency_weight(self, step: int) -> float:
+        length = int(self.opts["rampup"] * self.context.total_iterations)
+        return self.opts["consistency"] * sigmoid_rampup(step, length)
+
+    def training_step(self, labeled, unlabeled, step):
+        supervised = dice_ce_loss(self.step_net(labeled["image"]), labeled["label"])
+        student_u = self.step_net(unlabeled["image"])
+        with torch.no_grad():
+            # Teacher in eval mode: it uses its EMA'd BatchNorm statistics, not the batch's.
+            self.teacher.eval()
+            sigma = self.opts["noise"]
+            noise = (torch.randn_like(unlabeled["image"]) * sigma).clamp(-2 * sigma, 2 * sigma)
+            teacher_u = self.teacher(unlabeled["image"] + noise)
+        consistency = softmax_mse(student_u, teacher_u)
+        weight = self.consistency_weight(step)
+        total = supervised + weight * consistency
+        return {"total": total, "supervised": supervised.detach(), "consistency": consistency.detach(),
+                "consistency_weight": torch.tensor(weight)}
+
+    def after_optimizer_step(self, step):
+        # Early on the teacher follows the student closely (decay ramps from 0 to ema_decay).
+        decay = min(1.0 - 1.0 / (step + 2), self.opts["ema_decay"])
+        ema_update(self.teacher, self.net, decay)
+
+    def inference_network(self):
+        return self.teacher if self.opts["inference"] == "teacher" else self.net
