@@ -6,7 +6,7 @@ i.e. distances in voxels. We therefore reproduce medpy's definitions exactly and
 report each distance twice: in millimetres (`*_mm`, for users) and in voxels
 (`*_vox`, for comparison with published tables).
 
-Definitions (medpy 0.5):
+Definitions (medpy 0.5.2, the version the tests compare with):
 - surface of a mask = mask XOR binary_erosion(mask, face-connected 3D structure);
   voxels on the array border count as surface (erosion treats outside as 0);
 - directed distances A→B = Euclidean distance transform of "not surface(B)",
@@ -15,7 +15,12 @@ Definitions (medpy 0.5):
   concatenated). MONAI instead takes max(p95(A→B), p95(B→A)), which is larger,
   so MONAI's HausdorffDistanceMetric must not be used for benchmark numbers;
 - asd = mean of the directed pred→gt distances (medpy's `asd` is directed, what
-  papers call "ASD"); assd = mean(asd(pred, gt), asd(gt, pred)).
+  papers call "ASD");
+- assd = mean of the POOLED directed distances, i.e. every surface voxel of both
+  masks weighted equally (Heimann et al. 2009). This is medpy 0.5.2's `assd`
+  (loli/medpy#131, July 2024); earlier medpy releases returned
+  mean(asd(pred, gt), asd(gt, pred)) instead, which differs when the two
+  surfaces have different voxel counts.
 
 Empty masks (medpy raises; papers disagree, see BENCHMARKS.md §6.1): see
 `EMPTY_CONVENTION`.
@@ -31,7 +36,6 @@ import numpy as np
 from scipy.ndimage import binary_erosion, distance_transform_edt, generate_binary_structure
 
 from semiseg.errors import DataError
-from semiseg.volume import Volume
 
 EMPTY_CONVENTION = (
     "both masks empty: dice = jaccard = 1 and every distance = 0 (a perfect answer); "
@@ -114,11 +118,10 @@ def binary_metrics(
     sg = _surface(gt[box], structure)
     for suffix, sampling in (("mm", spacing), ("vox", None)):
         d_pg = _directed(sp, sg, sampling)
-        d_gp = _directed(sg, sp, sampling)
-        asd_pg = float(d_pg.mean())
-        out[f"hd95_{suffix}"] = float(np.percentile(np.concatenate((d_pg, d_gp)), 95))
-        out[f"asd_{suffix}"] = asd_pg
-        out[f"assd_{suffix}"] = float((asd_pg + float(d_gp.mean())) / 2.0)
+        pooled = np.concatenate((d_pg, _directed(sg, sp, sampling)))
+        out[f"hd95_{suffix}"] = float(np.percentile(pooled, 95))
+        out[f"asd_{suffix}"] = float(d_pg.mean())
+        out[f"assd_{suffix}"] = float(pooled.mean())
     return {k: out[k] for k in METRIC_KEYS}
 
 
@@ -173,36 +176,6 @@ def summarize(
     return summary
 
 
-def _read_label(path: Path) -> Volume:
-    # Prefer the engine's reader (consistent validation and messages); fall back
-    # to SimpleITK so this module works on its own.
-    try:
-        from semiseg.io import read_label
-    except ImportError as exc:
-        if exc.name != "semiseg.io":
-            raise
-    else:
-        return read_label(path)
-
-    import SimpleITK as sitk
-
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    try:
-        image = sitk.ReadImage(str(path))
-    except RuntimeError as exc:
-        raise DataError(f"{path}: cannot read image ({str(exc).strip().splitlines()[-1]})") from None
-    if image.GetNumberOfComponentsPerPixel() != 1 or image.GetDimension() != 3:
-        raise DataError(f"{path}: expected a 3D single-component label map")
-    return Volume(
-        array=sitk.GetArrayFromImage(image),
-        spacing=tuple(image.GetSpacing()),
-        origin=tuple(image.GetOrigin()),
-        direction=tuple(image.GetDirection()),
-        path=str(path),
-    )
-
-
 def evaluate_predictions(
     pairs: Sequence[tuple[str, str | Path, str | Path]],
     labels: Mapping[str, int],
@@ -216,12 +189,15 @@ def evaluate_predictions(
     "summary": {label name or "mean": summarize(per-case rows)}}. NaN values
     (one mask empty, see `EMPTY_CONVENTION`) are counted in `n_nan`.
     """
+    # Imported here so training-time validation (binary_metrics) needs no SimpleITK.
+    from semiseg.io import read_label
+
     cases: dict[str, dict] = {}
     for case_id, pred_path, gt_path in pairs:
         if case_id in cases:
             raise DataError(f"case {case_id!r} listed twice ({pred_path}, {gt_path})")
-        pred = _read_label(Path(pred_path))
-        gt = _read_label(Path(gt_path))
+        pred = read_label(pred_path)
+        gt = read_label(gt_path)
         if not pred.same_geometry(gt):
             raise DataError(
                 f"{pred_path} and {gt_path}: prediction and ground truth are on different grids "

@@ -1,0 +1,264 @@
+"""`semiseg` command line: demo | check | convert | train | predict | evaluate | methods | bench."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from semiseg import __version__
+from semiseg.errors import SemiSegError
+
+
+def _csv_ints(text: str) -> list[int]:
+    return [int(v) for v in text.replace("x", ",").split(",") if v.strip()]
+
+
+def _csv_floats(text: str) -> list[float]:
+    return [float(v) for v in text.split(",") if v.strip()]
+
+
+def _options(pairs: list[str] | None) -> dict:
+    """--option key=value (value parsed as JSON when it parses, else kept as text)."""
+    out = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise SemiSegError(f"--option {pair!r}: expected key=value")
+        key, value = pair.split("=", 1)
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
+# ---- subcommands ---------------------------------------------------------------------------------------
+def cmd_check(args) -> int:
+    from semiseg.datasets import check_dataset, load_dataset
+    report = check_dataset(load_dataset(Path(args.data)))
+    print(report.format())
+    return 0
+
+
+def cmd_convert(args) -> int:
+    from semiseg.convert import convert_la_h5
+    out = convert_la_h5(Path(args.src), Path(args.dst), n_labeled=args.labeled, overwrite=args.overwrite)
+    print(f"wrote {out}")
+    return 0
+
+
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    """Training settings, shared by `train` and `bench`."""
+    p.add_argument("--iterations", type=int, default=6000, help="optimiser steps (default 6000, as UA-MT)")
+    p.add_argument("--batch-labeled", type=int, default=2, help="labeled patches per step (default 2)")
+    p.add_argument("--batch-unlabeled", type=int, default=2, help="unlabeled patches per step (default 2)")
+    p.add_argument("--patch", type=_csv_ints, help="patch size d,h,w (array order, multiples of 16; "
+                                                   "default: the median case size, at most 128)")
+    p.add_argument("--spacing", type=_csv_floats, help="resample to this spacing x,y,z in mm (default: native)")
+    p.add_argument("--intensity", default="zscore", choices=["zscore", "ct", "percentile", "none"],
+                   help="intensity normalisation: MR z-score (default), CT window, percentile clip, none")
+    p.add_argument("--optimizer", choices=["sgd", "adam", "adamw"], help="default: the method's authors' choice")
+    p.add_argument("--lr", type=float, help="learning rate (default: the method's; SGD 0.01)")
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--schedule", choices=["poly", "constant", "step"], help="LR schedule (default poly 0.9)")
+    p.add_argument("--device", default="auto", help="auto (CUDA if present) | cpu | cuda | cuda:N | mps")
+    p.add_argument("--no-amp", action="store_true", help="disable mixed precision (it is only used on CUDA)")
+    p.add_argument("--val-every", type=int, default=200, help="validate every N iterations (default 200)")
+    p.add_argument("--val-cases", type=int, help="labeled cases held out for validation and checkpoint "
+                                                 "selection (default: a fifth, at least 1, when ≥3 labeled)")
+    p.add_argument("--fg-ratio", type=float, default=0.33, help="share of labeled patches centred on foreground")
+    p.add_argument("--augment", default="standard", choices=["none", "light", "standard", "strong"])
+    p.add_argument("--option", action="append", metavar="KEY=VALUE",
+                   help="method option (repeatable); `semiseg methods` lists them")
+
+
+def _train_config(args, **overrides):
+    from semiseg.train import TrainConfig
+    return TrainConfig(
+        data=args.data, out=getattr(args, "out", ""), method=getattr(args, "method", "mean-teacher"),
+        method_options=_options(args.option), iterations=args.iterations, batch_labeled=args.batch_labeled,
+        batch_unlabeled=args.batch_unlabeled, patch=args.patch, spacing=args.spacing, intensity=args.intensity,
+        optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay, schedule=args.schedule,
+        device=args.device, amp=not args.no_amp, val_every=args.val_every, val_cases=args.val_cases,
+        fg_ratio=args.fg_ratio, augment=args.augment, **overrides)
+
+
+def cmd_train(args) -> int:
+    from semiseg.train import train
+    cfg = _train_config(args, seed=args.seed, workdir=args.workdir, resume=args.resume, events=args.events,
+                        label_info=args.label_info, name=args.name, overwrite=args.overwrite,
+                        progress=not args.quiet)
+    result = train(cfg)
+    best = f"best validation Dice {result.best_dice:.4f} at {result.best_iteration}" if result.best_dice is not None \
+        else "no validation cases"
+    print(f"wrote {result.model} ({result.iterations} iterations, {result.seconds:.0f} s, {best})")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    import time
+    from semiseg.devices import resolve_device
+    from semiseg.events import EventWriter
+    from semiseg.infer import predict_volume
+    from semiseg.io import read_volume, write_volume
+    from semiseg.model import load_model
+
+    out = Path(args.output)
+    if out.exists() and not args.overwrite:
+        raise SemiSegError(f"{out}: already exists (choose another --output or pass --overwrite)")
+    with EventWriter(args.events) as events:
+        try:
+            device = resolve_device(args.device)
+            events.emit("start", input=str(args.input), device=str(device))
+            start = time.perf_counter()
+            net, manifest = load_model(Path(args.model), device)
+            events.emit("progress", fraction=0.0, stage="model loaded")
+            volume = read_volume(Path(args.input))
+            prompts = [p for p in (args.prompts or "").split(",") if p.strip()] or None
+
+            def progress(fraction: float) -> None:
+                events.emit("progress", fraction=round(0.05 + 0.9 * fraction, 4), stage="sliding window")
+
+            label, stats = predict_volume(net, manifest, volume, device, prompts=prompts, overlap=args.overlap,
+                                          sw_batch_size=args.sw_batch_size, blend=args.blend, lcc=args.lcc,
+                                          use_amp=not args.no_amp, progress=progress)
+            write_volume(label, out, overwrite=args.overwrite)
+            written = [str(out)]
+            if args.surface:
+                from semiseg.surface import write_surfaces
+                names = {lab["name"]: lab["value"] for lab in manifest["labels"]}
+                written += [str(p) for p in write_surfaces(label, Path(args.surface), names,
+                                                           overwrite=args.overwrite)]
+            seconds = time.perf_counter() - start
+            events.emit("done", output=str(out), files=written, seconds=seconds, **{
+                k: v for k, v in stats.items() if k != "seconds"})
+        except Exception as exc:
+            events.emit("error", message=f"{exc}")
+            raise
+    print(f"wrote {', '.join(written)} ({stats['seconds']:.1f} s on {stats['device']})", file=sys.stderr)
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from semiseg.evaluate import evaluate_folder, format_summary
+    result = evaluate_folder(Path(args.pred), Path(args.data), split=args.split)
+    print(format_summary(result))
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_methods(args) -> int:
+    from semiseg.methods import describe_methods
+    methods = describe_methods()
+    if args.json:
+        print(json.dumps(methods, indent=2))
+        return 0
+    for m in methods:
+        print(f"{m['name']:<16} {m['description']}")
+        for key, opt in m["options"].items():
+            print(f"    {key} = {json.dumps(opt['default'])}  {opt['help']}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from semiseg.demo import run_demo
+    report = run_demo(Path(args.out), iterations=args.iterations, device=args.device, overwrite=args.overwrite)
+    print(f"wrote {report}")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from semiseg.bench import run_bench
+    report = run_bench(args)
+    print(f"wrote {report}")
+    return 0
+
+
+# ---- parser ---------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="semiseg", description="Semi-supervised 3D medical image segmentation: "
+                                     "train on a few labeled scans plus an unlabeled pool, then segment new scans.")
+    parser.add_argument("--version", action="version", version=f"semiseg {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("demo", help="synthetic data → train → predict → evaluate → demo-output/report.md")
+    p.add_argument("--out", default="demo-output", help="output folder (default demo-output)")
+    p.add_argument("--iterations", type=int, default=300, help="iterations per method (default 300)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("check", help="validate a dataset (folder or dataset.json) and print a summary")
+    p.add_argument("data", help="dataset folder or dataset.json")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("convert", help="convert public benchmark data into SemiSeg's dataset layout")
+    p.add_argument("format", choices=["la-h5"], help="la-h5: the UA-MT LA mri_norm2.h5 files")
+    p.add_argument("src", help="folder with train.list, test.list and the h5 files")
+    p.add_argument("dst", help="new dataset folder")
+    p.add_argument("--labeled", type=int, default=8, help="first N of train.list are labeled (default 8)")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("train", help="train a model; writes a NAME.semiseg model package")
+    p.add_argument("--data", required=True, help="dataset folder or dataset.json")
+    p.add_argument("--method", default="mean-teacher", help="training method (see `semiseg methods`)")
+    p.add_argument("--out", required=True, help="model package to write, e.g. models/la.semiseg")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workdir", help="checkpoints folder (default OUT.work)")
+    p.add_argument("--resume", action="store_true", help="continue from WORKDIR/last.pt at the same iteration")
+    p.add_argument("--events", help="write JSON-lines progress events to FILE, or - for stdout")
+    p.add_argument("--label-info", help="JSON {label: {color: [r,g,b], terminology: {...}}} for the model card")
+    p.add_argument("--name", help="model name in the model card")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing model package")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_train_arguments(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("predict", help="segment an image with a model package")
+    p.add_argument("--model", required=True, help="NAME.semiseg model package")
+    p.add_argument("--input", required=True, help="image file (NIfTI, NRRD, MHA) or DICOM series folder")
+    p.add_argument("--output", required=True, help="label map to write (on exactly the input's grid)")
+    p.add_argument("--prompts", help="comma-separated structure names to segment (default: all the model knows)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
+    p.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap (default 0.5)")
+    p.add_argument("--sw-batch-size", type=int, default=1, help="windows per forward pass (default 1)")
+    p.add_argument("--blend", default="gaussian", choices=["gaussian", "constant"])
+    p.add_argument("--lcc", action="store_true", help="keep the largest connected component of each label")
+    p.add_argument("--surface", help="also write a smoothed surface per label (.vtp or .stl)")
+    p.add_argument("--no-amp", action="store_true")
+    p.add_argument("--events", help="JSON-lines progress events to FILE, or - for stdout")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("evaluate", help="Dice, Jaccard, HD95, ASD (mm and voxels) of predictions against labels")
+    p.add_argument("--pred", required=True, help="folder of predicted label maps named like the images")
+    p.add_argument("--data", required=True, help="dataset folder or dataset.json")
+    p.add_argument("--split", default="test", choices=["test", "training"])
+    p.add_argument("--out", help="write all metrics as JSON")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("methods", help="list training methods and their options")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_methods)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except SemiSegError as exc:
+        print(f"semiseg {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"semiseg {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,48 @@
+"""`semiseg evaluate`: a folder of predictions against a dataset split's labels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from semiseg.datasets import load_dataset
+from semiseg.errors import DataError
+from semiseg.io import strip_image_extension
+from semiseg.metrics import EMPTY_CONVENTION, evaluate_predictions
+
+
+def prediction_files(pred_dir: Path) -> dict[str, Path]:
+    """Case id (file name without image extension) → prediction file."""
+    if not pred_dir.is_dir():
+        raise DataError(f"{pred_dir}: no such folder of predictions")
+    return {strip_image_extension(p.name): p for p in sorted(pred_dir.iterdir())
+            if p.is_file() and not p.name.startswith(".")}
+
+
+def evaluate_folder(pred_dir: Path, data: Path, split: str = "test") -> dict:
+    ds = load_dataset(data)
+    cases = [c for c in ds.split(split) if c.label is not None]
+    if not cases:
+        raise DataError(f"{data}: the {split} split has no labeled case to evaluate against")
+    preds = prediction_files(pred_dir)
+    missing = [c.id for c in cases if c.id not in preds]
+    if missing:
+        raise DataError(f"{pred_dir}: no prediction for case(s) {', '.join(missing)}")
+    result = evaluate_predictions([(c.id, preds[c.id], c.label) for c in cases], ds.foreground_labels)
+    result["convention"] = EMPTY_CONVENTION
+    return result
+
+
+def format_summary(result: dict) -> str:
+    """A plain table: label × metric, mean ± std over cases (mm and voxels)."""
+    keys = [("dice", "Dice", 100), ("jaccard", "Jaccard", 100), ("hd95_mm", "HD95 mm", 1), ("asd_mm", "ASD mm", 1),
+            ("hd95_vox", "HD95 vox", 1), ("asd_vox", "ASD vox", 1)]
+    lines = [f"{'label':<20}" + "".join(f"{title:>16}" for _, title, _ in keys)]
+    for name, summary in result["summary"].items():
+        cells = []
+        for key, _, scale in keys:
+            s = summary[key]
+            cells.append(f"{s['mean'] * scale:>9.2f} ± {s['std'] * scale:<5.2f}")
+        lines.append(f"{name:<20}" + "".join(f"{c:>16}" for c in cells))
+    n = len(result["cases"])
+    lines.append(f"({n} case{'s' if n != 1 else ''}; Dice and Jaccard in %; ASD is directed prediction→truth)")
+    return "\n".join(lines)

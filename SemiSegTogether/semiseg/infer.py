@@ -1,0 +1,169 @@
+"""Prediction: sliding-window inference on any image, label map out on exactly the input's grid.
+
+MONAI's `sliding_window_inference` does the windows (Gaussian or constant blending, aggregation
+on the device, padding of images smaller than the patch). Nothing here reads a label.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from monai.inferers import sliding_window_inference
+from scipy import ndimage
+from torch import nn
+
+from semiseg.devices import amp_enabled
+from semiseg.errors import ConfigError
+from semiseg.transforms import Preprocessing, preprocess_image, restore_to_grid
+from semiseg.volume import Volume
+
+Progress = Callable[[float], None]
+
+
+def window_count(shape: Sequence[int], patch: Sequence[int], overlap: float) -> int:
+    """How many windows MONAI's sliding window visits (for progress reporting)."""
+    total = 1
+    for size, roi in zip(shape, patch):
+        roi = min(roi, size) if size < roi else roi
+        interval = max(int(roi * (1 - overlap)), 1)
+        total *= 1 if size <= roi else math.ceil((size - roi) / interval) + 1
+    return total
+
+
+def sliding_window_probabilities(net: nn.Module, image: torch.Tensor, patch: Sequence[int], overlap: float = 0.5,
+                                 sw_batch_size: int = 1, blend: str = "gaussian", task: int | None = None,
+                                 use_amp: bool = True, progress: Progress | None = None) -> torch.Tensor:
+    """Softmax probabilities (1, C, d, h, w) for a preprocessed image (1, 1, d, h, w) on its device."""
+    device = image.device
+    expected = max(1, math.ceil(window_count(image.shape[2:], patch, overlap) / sw_batch_size))
+    done = [0]
+
+    def predictor(window: torch.Tensor) -> torch.Tensor:
+        if task is None:
+            logits = net(window)
+        else:
+            logits = net(window, task=torch.full((window.shape[0],), task, dtype=torch.long, device=device))
+        done[0] += 1
+        if progress is not None:
+            progress(min(done[0] / expected, 1.0))
+        return logits.float().softmax(1)
+
+    autocast = torch.autocast(device.type) if amp_enabled(device, use_amp) else nullcontext()
+    with torch.no_grad(), autocast:
+        return sliding_window_inference(image, roi_size=tuple(patch), sw_batch_size=sw_batch_size,
+                                        predictor=predictor, overlap=overlap, mode=blend, sw_device=device,
+                                        device=device)
+
+
+def keep_largest_component(labels: np.ndarray) -> np.ndarray:
+    """Per label value, keep only its largest 26-connected component (the LA lineage's post-processing)."""
+    out = np.zeros_like(labels)
+    for value in np.unique(labels):
+        if value == 0:
+            continue
+        comp, n = ndimage.label(labels == value, structure=np.ones((3, 3, 3)))
+        if n == 0:
+            continue
+        sizes = np.bincount(comp.ravel())[1:]
+        out[comp == (np.argmax(sizes) + 1)] = value
+    return out
+
+
+def merge_prompted(per_task: list[tuple[list[int], torch.Tensor]]) -> torch.Tensor:
+    """Several prompted tasks' probabilities → one label map of class values.
+
+    Each entry is (class values of the task, probs (1 + n, ...)). A voxel goes to the structure whose
+    task claims it (its argmax is not background) with the highest probability: a voxel claimed by two
+    prompts goes to the more confident one.
+    """
+    best_conf = None
+    labels = None
+    for values, probs in per_task:
+        conf, idx = probs.max(0)
+        lut = torch.tensor([0, *values], device=probs.device)
+        claimed = idx > 0
+        if labels is None:
+            labels = torch.zeros_like(idx)
+            best_conf = torch.zeros_like(conf)
+        take = claimed & (conf > best_conf)
+        labels = torch.where(take, lut[idx], labels)
+        best_conf = torch.where(take, conf, best_conf)
+    return labels
+
+
+def select_prompts(manifest: dict, prompts: Sequence[str] | None) -> list[dict]:
+    """The manifest's labels the user asked for (all when none named); unknown names are an error."""
+    labels = manifest["labels"]
+    if not prompts:
+        return list(labels)
+    by_name = {lab["name"].lower(): lab for lab in labels}
+    unknown = [p for p in prompts if p.strip().lower() not in by_name]
+    if unknown:
+        raise ConfigError(f"unknown prompt(s) {unknown}; this model knows {[lab['name'] for lab in labels]}")
+    return [by_name[p.strip().lower()] for p in prompts]
+
+
+def predict_classes(net: nn.Module, manifest: dict, image: np.ndarray, device: torch.device,
+                    chosen: list[dict] | None = None, overlap: float = 0.5, sw_batch_size: int = 1,
+                    blend: str = "gaussian", out_shape: Sequence[int] | None = None, use_amp: bool = True,
+                    progress: Progress | None = None) -> np.ndarray:
+    """Preprocessed image (d, h, w) → label map of the manifest's label *values*, on `out_shape`
+    (the original grid) or on the preprocessed grid when `out_shape` is None."""
+    chosen = chosen if chosen is not None else manifest["labels"]
+    x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None].to(device)
+    patch = manifest["patch_size"]
+    kwargs = dict(patch=patch, overlap=overlap, sw_batch_size=sw_batch_size, blend=blend, use_amp=use_amp)
+
+    def to_grid(probs: torch.Tensor) -> torch.Tensor:
+        return probs if out_shape is None else restore_to_grid(probs, tuple(out_shape))
+
+    if manifest.get("prompted"):
+        tasks = [t for t in manifest["tasks"] if any(lab.get("task") == t["name"] for lab in chosen)]
+        per_task = []
+        for i, task in enumerate(tasks):
+            sub = _sub_progress(progress, i, len(tasks))
+            probs = sliding_window_probabilities(net, x, task=task["index"], progress=sub, **kwargs)[0]
+            values = [lab["value"] for lab in manifest["labels"] if lab.get("task") == task["name"]]
+            per_task.append((values, to_grid(probs)))
+        labels = merge_prompted(per_task)
+    else:
+        probs = to_grid(sliding_window_probabilities(net, x, progress=progress, **kwargs)[0])
+        lut = torch.tensor([0, *[lab["value"] for lab in manifest["labels"]]], device=probs.device)
+        labels = lut[probs.argmax(0)]
+    wanted = torch.tensor([lab["value"] for lab in chosen], device=labels.device)
+    labels = torch.where(torch.isin(labels, wanted), labels, torch.zeros_like(labels))
+    out = labels.to("cpu").numpy()
+    return out.astype(np.uint8) if out.size == 0 or out.max() <= 255 else out.astype(np.int32)
+
+
+def _sub_progress(progress: Progress | None, i: int, n: int) -> Progress | None:
+    if progress is None:
+        return None
+    return lambda f: progress((i + f) / n)
+
+
+def predict_volume(net: nn.Module, manifest: dict, volume: Volume, device: torch.device,
+                   prompts: Sequence[str] | None = None, overlap: float = 0.5, sw_batch_size: int = 1,
+                   blend: str = "gaussian", lcc: bool = False, use_amp: bool = True,
+                   progress: Progress | None = None) -> tuple[Volume, dict]:
+    """Image volume → (label volume on exactly the input's grid, timing and memory stats)."""
+    chosen = select_prompts(manifest, prompts)
+    start = time.perf_counter()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    prep = Preprocessing.from_dict(manifest["preprocessing"])
+    image = preprocess_image(volume, prep)
+    net = net.to(device).eval()
+    labels = predict_classes(net, manifest, image, device, chosen, overlap, sw_batch_size, blend,
+                             out_shape=volume.array.shape, use_amp=use_amp, progress=progress)
+    if lcc:
+        labels = keep_largest_component(labels)
+    stats = {"seconds": time.perf_counter() - start, "device": str(device)}
+    if device.type == "cuda":
+        stats["peak_gpu_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return volume.with_array(labels), stats

@@ -1,0 +1,343 @@
+"""Preprocessing (identical at training and prediction) and training augmentation.
+
+Preprocessing maps a Volume onto the model's grid (target spacing) and
+intensity scale; `restore_to_grid` maps probabilities back, so a prediction lies
+exactly on the input's grid. Augmentation and patch sampling operate on the
+preprocessed numpy arrays, channel-first for images.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from monai.transforms import (
+    NormalizeIntensity,
+    RandAdjustContrast,
+    RandAffine,
+    RandFlip,
+    RandGaussianNoise,
+    RandRotate90,
+    RandScaleIntensity,
+    RandShiftIntensity,
+    Resize,
+    ScaleIntensityRange,
+    ScaleIntensityRangePercentiles,
+)
+from monai.utils import convert_to_numpy
+
+from .errors import ConfigError, DataError
+from .volume import Volume
+
+INTENSITY_MODES = ("zscore", "ct", "percentile", "none")
+
+
+def _triple(value, what: str, positive: bool = True) -> tuple[float, float, float]:
+    try:
+        out = tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{what} must be 3 numbers, got {value!r}") from None
+    if len(out) != 3 or not all(np.isfinite(out)) or (positive and min(out) <= 0):
+        raise ConfigError(f"{what} must be 3 {'positive ' if positive else ''}numbers, got {value!r}")
+    return out
+
+
+def _pair(value, what: str) -> tuple[float, float]:
+    try:
+        out = tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{what} must be 2 numbers, got {value!r}") from None
+    if len(out) != 2 or not out[0] < out[1]:
+        raise ConfigError(f"{what} must be 2 increasing numbers, got {value!r}")
+    return out
+
+
+@dataclass
+class Preprocessing:
+    spacing: tuple[float, float, float] | None = None  # target (x, y, z) mm; None keeps the native grid
+    intensity: str = "zscore"  # "zscore" | "ct" | "percentile" | "none"
+    ct_window: tuple[float, float] = (-125.0, 275.0)  # HU range mapped to [0, 1] for "ct"
+    percentiles: tuple[float, float] = (0.5, 99.5)  # mapped to [0, 1] for "percentile"
+
+    def __post_init__(self):
+        # Normalise lists (from JSON) to tuples and reject bad settings early,
+        # before a long training run stores them in a model.
+        if self.spacing is not None:
+            self.spacing = _triple(self.spacing, "preprocessing spacing")
+        if self.intensity not in INTENSITY_MODES:
+            raise ConfigError(
+                f"unknown intensity normalisation {self.intensity!r}; choose one of {', '.join(INTENSITY_MODES)}"
+            )
+        self.ct_window = _pair(self.ct_window, "ct_window")
+        self.percentiles = _pair(self.percentiles, "percentiles")
+        if not (0.0 <= self.percentiles[0] and self.percentiles[1] <= 100.0):
+            raise ConfigError(f"percentiles must lie in [0, 100], got {self.percentiles}")
+
+    def to_dict(self) -> dict:
+        return {
+            "spacing": None if self.spacing is None else list(self.spacing),
+            "intensity": self.intensity,
+            "ct_window": list(self.ct_window),
+            "percentiles": list(self.percentiles),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Preprocessing":
+        if not isinstance(d, dict):
+            raise ConfigError(f"preprocessing must be an object, got {type(d).__name__}")
+        known = {"spacing", "intensity", "ct_window", "percentiles"}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            # A setting we do not know would be silently ignored, so the
+            # prediction would not see what the training saw.
+            raise ConfigError(f"unknown preprocessing settings {unknown}; known: {sorted(known)}")
+        return cls(**d)
+
+
+def resampled_shape(shape_zyx: Sequence[int], spacing_xyz: Sequence[float], target_xyz: Sequence[float]) -> tuple:
+    """Array shape (z, y, x) after resampling from `spacing_xyz` to `target_xyz`."""
+    spacing_zyx = tuple(spacing_xyz)[::-1]
+    target_zyx = tuple(target_xyz)[::-1]
+    return tuple(max(1, int(round(n * s / t))) for n, s, t in zip(shape_zyx, spacing_zyx, target_zyx))
+
+
+def _target_shape(volume: Volume, prep: Preprocessing) -> tuple:
+    if prep.spacing is None:
+        return tuple(volume.array.shape)
+    return resampled_shape(volume.array.shape, volume.spacing, prep.spacing)
+
+
+def _check_volume(volume: Volume, what: str) -> None:
+    if volume.array.ndim != 3:
+        raise DataError(f"{volume.path or what}: expected a 3D volume, got shape {volume.array.shape}")
+    if min(volume.array.shape) < 1:
+        raise DataError(f"{volume.path or what}: empty volume of shape {volume.array.shape}")
+
+
+def preprocess_image(volume: Volume, prep: Preprocessing) -> np.ndarray:
+    """Image on the model's grid and intensity scale: float32 (z, y, x).
+
+    Takes no label on purpose: whatever happens here also happens at
+    prediction, where there is none.
+    """
+    _check_volume(volume, "image")
+    arr = np.asarray(volume.array, dtype=np.float32)
+    if not np.isfinite(arr).all():
+        raise DataError(f"{volume.path or 'image'}: contains NaN or infinite voxels")
+    img = torch.from_numpy(np.ascontiguousarray(arr))[None]
+    shape = _target_shape(volume, prep)
+    if shape != tuple(arr.shape):
+        # Blur before shrinking so downsampling does not alias; trilinear with
+        # align_corners=False, the same convention restore_to_grid inverts.
+        down = any(t < n for t, n in zip(shape, arr.shape))
+        img = Resize(shape, mode="trilinear", align_corners=False, anti_aliasing=down)(img)
+    if prep.intensity == "zscore":
+        # Over the whole image, not only nonzero voxels, as in the LA benchmark.
+        img = NormalizeIntensity(nonzero=False)(img)
+    elif prep.intensity == "ct":
+        lo, hi = prep.ct_window
+        img = ScaleIntensityRange(a_min=lo, a_max=hi, b_min=0.0, b_max=1.0, clip=True)(img)
+    elif prep.intensity == "percentile":
+        lo, hi = prep.percentiles
+        img = ScaleIntensityRangePercentiles(lower=lo, upper=hi, b_min=0.0, b_max=1.0, clip=True)(img)
+    return convert_to_numpy(img, dtype=np.float32)[0]
+
+
+def preprocess_label(label: Volume, prep: Preprocessing) -> np.ndarray:
+    """Label map on the same grid as preprocess_image gives its image: int64 (z, y, x)."""
+    _check_volume(label, "label")
+    arr = np.asarray(label.array)
+    if not np.issubdtype(arr.dtype, np.integer):
+        if not np.isfinite(arr).all() or np.any(arr != np.round(arr)):
+            raise DataError(f"{label.path or 'label'}: label values must be whole numbers")
+    if arr.min() < 0:
+        raise DataError(f"{label.path or 'label'}: negative label value {int(arr.min())}")
+    shape = _target_shape(label, prep)
+    if shape == tuple(arr.shape):
+        return arr.astype(np.int64)
+    # "nearest-exact" samples voxel centres (torch's plain "nearest" is off by
+    # half a voxel); float32 holds label values exactly.
+    lab = torch.from_numpy(arr.astype(np.float32))[None]
+    lab = Resize(shape, mode="nearest-exact")(lab)
+    return np.rint(convert_to_numpy(lab)[0]).astype(np.int64)
+
+
+def restore_to_grid(probabilities: torch.Tensor, shape_zyx: Sequence[int]) -> torch.Tensor:
+    """(C, d, h, w) probabilities on the preprocessing grid -> (C, *shape_zyx) on the original grid."""
+    if probabilities.ndim != 4:
+        raise ValueError(f"expected (C, d, h, w) probabilities, got shape {tuple(probabilities.shape)}")
+    shape = tuple(int(n) for n in shape_zyx)
+    if tuple(probabilities.shape[1:]) == shape:
+        return probabilities
+    return F.interpolate(probabilities[None], size=shape, mode="trilinear", align_corners=False)[0]
+
+
+AUGMENTATION_STRENGTHS = ("none", "light", "standard", "strong")
+
+
+class Augmentation:
+    """Random spatial (image + label) and intensity (image only) augmentation.
+
+    Call with {"image": (1, D, H, W) float32, "label": (D, H, W) int (optional)}.
+    Each spatial transform is randomised once and applied with the same
+    parameters to the image and the label, so they stay aligned. Pass an
+    `rng` (numpy Generator) to draw the parameters from it: the caller's
+    generator state then fully determines the stream.
+    """
+
+    def __init__(self, strength: str = "standard"):
+        if strength not in AUGMENTATION_STRENGTHS:
+            raise ConfigError(
+                f"unknown augmentation strength {strength!r}; choose one of {', '.join(AUGMENTATION_STRENGTHS)}"
+            )
+        self.strength = strength
+        p = {"none": 0.0, "light": 0.15, "standard": 0.2, "strong": 0.35}[strength]
+        self.spatial = []
+        self.intensity = []
+        if strength != "none":
+            self.spatial = [RandFlip(prob=0.5, spatial_axis=a) for a in range(3)]
+            # 90 degree turns only in the axial (y, x) plane: z is often anisotropic.
+            self.spatial.append(RandRotate90(prob=0.5, max_k=3, spatial_axes=(1, 2)))
+        if strength in ("standard", "strong"):
+            big = strength == "strong"
+            self.spatial.append(
+                RandAffine(
+                    prob=p,
+                    rotate_range=(0.35 if big else 0.2, 0.05, 0.05),
+                    scale_range=(0.15 if big else 0.1,) * 3,
+                    # Same padding for image and label keeps them aligned at the border.
+                    padding_mode="border",
+                )
+            )
+        if strength != "none":
+            self.intensity = [
+                RandScaleIntensity(factors=0.1 + p / 2, prob=p),
+                RandShiftIntensity(offsets=0.1 + p / 2, prob=p),
+                RandAdjustContrast(gamma=(0.7, 1.5), prob=p, retain_stats=True),
+                RandGaussianNoise(std=0.05 + p / 5, prob=p),
+            ]
+        self._rng = np.random.default_rng()
+
+    def set_random_state(self, seed: int | None = None) -> "Augmentation":
+        """Seed the generator used when no rng is passed to a call."""
+        self._rng = np.random.default_rng(seed)
+        return self
+
+    def __call__(self, data: dict, rng: np.random.Generator | None = None) -> dict:
+        if self.strength == "none":
+            return data
+        rng = self._rng if rng is None else rng
+        # One MONAI RandomState per call, seeded from the caller's generator.
+        state = np.random.RandomState(int(rng.integers(0, 2**32 - 1)))
+        for t in (*self.spatial, *self.intensity):
+            t.set_random_state(state=state)
+
+        image = torch.as_tensor(np.asarray(data["image"], dtype=np.float32))
+        if image.ndim != 4 or image.shape[0] != 1:
+            raise ValueError(f"augmentation expects an image of shape (1, D, H, W), got {tuple(image.shape)}")
+        label = data.get("label")
+        lab = None
+        if label is not None:
+            label = np.asarray(label)
+            if label.shape != tuple(image.shape[1:]):
+                raise ValueError(f"label shape {label.shape} differs from the image's {tuple(image.shape[1:])}")
+            lab = torch.as_tensor(label.astype(np.float32))[None]
+        for t in self.spatial:
+            t.randomize(None)
+            if isinstance(t, RandAffine):
+                image = t(image, mode="bilinear", randomize=False)
+                if lab is not None:
+                    lab = t(lab, mode="nearest", randomize=False)
+            else:
+                image = t(image, randomize=False)
+                if lab is not None:
+                    lab = t(lab, randomize=False)
+        for t in self.intensity:
+            image = t(image)
+        out = dict(data)
+        out["image"] = np.ascontiguousarray(convert_to_numpy(image, dtype=np.float32))
+        if lab is not None:
+            out["label"] = np.ascontiguousarray(np.rint(convert_to_numpy(lab)[0]).astype(label.dtype))
+        return out
+
+
+def build_augmentation(strength: str = "standard") -> Augmentation:
+    """Training augmentation: "none" | "light" (flips, axial 90° turns, mild intensity) |
+    "standard" (+ small affine) | "strong" (larger and more frequent)."""
+    return Augmentation(strength)
+
+
+def foreground_voxels(label: np.ndarray, max_per_class: int = 10000) -> dict[int, np.ndarray]:
+    """{class value: (N, 3) voxel indices} for every foreground class of `label`.
+
+    Long lists are thinned with a fixed stride (deterministic), as nnU-Net
+    caps its stored foreground locations, to bound memory and time.
+    """
+    out = {}
+    flat = label.ravel()
+    for value in np.unique(flat):
+        if value == 0:
+            continue
+        idx = np.flatnonzero(flat == value)
+        if len(idx) > max_per_class:
+            idx = idx[:: int(np.ceil(len(idx) / max_per_class))]
+        out[int(value)] = np.stack(np.unravel_index(idx, label.shape), axis=1)
+    return out
+
+
+def sample_patch(
+    image: np.ndarray,
+    label: np.ndarray | None,
+    patch: Sequence[int],
+    rng: np.random.Generator,
+    fg_ratio: float = 0.33,
+    foreground: dict[int, np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Random (1, d, h, w) crop of `image` and the matching (d, h, w) crop of `label`.
+
+    With probability `fg_ratio`, and a label with foreground, the crop is
+    centred on a foreground voxel of a randomly chosen class (nnU-Net's
+    oversampling, which keeps small classes in view). Volumes smaller than the
+    patch are padded: the image with its minimum, the label with 0.
+    `foreground` (from foreground_voxels(label)) saves rescanning the label.
+    """
+    patch = tuple(int(p) for p in patch)
+    if image.ndim != 4 or len(patch) != 3 or min(patch) < 1:
+        raise ValueError(f"need a (1, D, H, W) image and 3 positive patch sizes, got {image.shape} and {patch}")
+    shape = image.shape[1:]
+    if label is not None and label.shape != shape:
+        raise ValueError(f"label shape {label.shape} differs from the image's {shape}")
+    # Decide oversampling first so the number of draws does not depend on the data.
+    want_fg = rng.random() < fg_ratio
+
+    pad = [max(0, p - n) for p, n in zip(patch, shape)]
+    before = np.array([q // 2 for q in pad])
+    if any(pad):
+        widths = [(q // 2, q - q // 2) for q in pad]
+        image = np.pad(image, [(0, 0), *widths], mode="constant", constant_values=image.min())
+        if label is not None:
+            label = np.pad(label, widths, mode="constant", constant_values=0)
+        shape = image.shape[1:]
+    high = np.array(shape) - np.array(patch)  # largest valid start per axis
+
+    centre = None
+    if want_fg and label is not None:
+        fg = foreground_voxels(label) if foreground is None else foreground
+        classes = [c for c, v in fg.items() if len(v)]
+        if classes:
+            cls = classes[int(rng.integers(len(classes)))]
+            vox = fg[cls][int(rng.integers(len(fg[cls])))]
+            # Indices from a caller's foreground map refer to the unpadded label.
+            centre = vox + (before if foreground is not None else 0)
+    if centre is not None:
+        start = np.clip(np.asarray(centre) - np.array(patch) // 2, 0, high)
+    else:
+        start = np.array([int(rng.integers(0, h + 1)) for h in high])
+    sl = tuple(slice(int(s), int(s) + p) for s, p in zip(start, patch))
+    img_patch = np.ascontiguousarray(image[(slice(None), *sl)])
+    lab_patch = None if label is None else np.ascontiguousarray(label[sl])
+    return img_patch, lab_patch
+
