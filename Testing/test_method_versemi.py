@@ -122,9 +122,10 @@ def test_cutmix_box_has_the_configured_size():
     m = method(mask_ratio_range=[0.3, 0.6])
     b = two_task_batch(2)
     seen = set()
-    for seed in range(12):
+    for seed in range(8):
         torch.manual_seed(seed)
-        *_, keep = m.unlabeled_terms(b, {"image": torch.randn(2, 1, S, S, S)}, b["task"])
+        with torch.no_grad():
+            *_, keep = m.unlabeled_terms(b, {"image": torch.randn(2, 1, S, S, S)}, b["task"])
         cube = (keep[0] == 0).nonzero()
         side = int(cube[:, 0].max() - cube[:, 0].min() + 1)
         assert int(0.3 * S) <= side <= int(0.6 * S)
@@ -160,7 +161,7 @@ def test_labeled_mix_targets_union_and_task_specific_regions():
     with torch.no_grad():
         logits = m.net(img_mix, tasks)
     assert torch.isclose(l_syn, dice_loss(logits[:, 0].softmax(1)[:, 1], union), atol=1e-5)
-    assert torch.isfinite(l_spec) and 0 <= float(l_spec) <= 1
+    assert torch.isfinite(l_spec) and 0 <= float(l_spec.detach()) <= 1
 
 
 # -- stage 2: aggregated prediction vs synthetic task ------------------------------------------------
@@ -214,9 +215,11 @@ def test_unlabeled_consistency_gradients_reach_the_network():
     first_conv = m.net.encoder.block_one[0].weight.grad
     assert first_conv is not None and first_conv.abs().sum() > 0
     assert m.net.controller.weight.grad.abs().sum() > 0
-    # The one-hot columns of every real task and of the synthetic task get gradient (aggregate not detached).
+    # Both sides get gradient (the aggregate is not detached): the synthetic prompt's one-hot column and
+    # the column of the real task(s) winning the voxel-wise max.
     c = m.net.controller.weight.shape[1] - m.net.n_prompts
-    assert torch.all(m.net.controller.weight.grad[:, c:].abs().sum(0) > 0)
+    g = m.net.controller.weight.grad[:, c:].abs().sum(0)
+    assert g[2] > 0 and g[:2].sum() > 0
     m.zero_grad()
     detached = method(detach_aggregate=True)
     detached.load_state_dict(m.state_dict())

@@ -26,7 +26,7 @@ def _vol(shape=(16, 20, 24), spacing=(0.5, 1.0, 2.0), seed=0, mean=100.0, std=20
     return Volume(rng.normal(mean, std, size=shape).astype(np.float32), spacing=spacing, origin=(-5.0, 3.0, 7.5))
 
 
-def _blob_label(shape=(16, 16, 16), seed=0):
+def _blob_label(shape=(16, 16, 16)):
     """An asymmetric blob, so that every flip or turn changes it."""
     lab = np.zeros(shape, dtype=np.int64)
     lab[2:9, 3:12, 1:6] = 1

@@ -278,11 +278,12 @@ class ModelCard:
                 if isinstance(v, (int, float)))))
         if self.inference:
             inf = self.inference
-            mem = inf.get("peak_memory_mb")
-            rows.append(("Measured inference", f"{_fmtSeconds(inf.get('seconds_per_volume'))} per volume, "
-                         f"peak {mem:.0f} MB" if isinstance(mem, (int, float)) else
-                         f"{_fmtSeconds(inf.get('seconds_per_volume'))} per volume")
-                        + (f" on {inf['device']}" if inf.get("device") else ""))
+            text = f"{_fmtSeconds(inf.get('seconds_per_volume'))} per volume"
+            if isinstance(inf.get("peak_memory_mb"), (int, float)):
+                text += f", peak {inf['peak_memory_mb']:.0f} MB"
+            if inf.get("device"):
+                text += f" on {inf['device']}"
+            rows.append(("Measured inference", text))
         if self.training:
             tr = self.training
             text = f"{tr.get('iterations', '?')} iterations in {_fmtSeconds(tr.get('seconds'))}"

@@ -71,7 +71,10 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn
     path = Path(path)
     manifest = read_manifest(path)
     arch = manifest["architecture"]
-    net = build_network(arch["name"], **arch.get("args", {}))
+    try:
+        net = build_network(arch["name"], **arch.get("args", {}))
+    except ModelError as exc:  # unknown name or arguments: say which package asked for it
+        raise ModelError(f"{path / MANIFEST}: {exc}") from exc
     state = _read_weights(path)
     try:
         net.load_state_dict(state, strict=True)

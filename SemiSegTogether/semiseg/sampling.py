@@ -30,7 +30,12 @@ class PreparedCase:
 
 class PatchStream:
     """Endless batches: {"image" (B,1,d,h,w) float32, "label" (B,d,h,w) long, "task" (B,) long,
-    "domain" (B,) long, "case" [ids]}; "label" only when `with_labels`."""
+    "domain" (B,) long, "case" [ids]}; "label" only when `with_labels`.
+
+    `augment` is a strength for build_augmentation or any callable on a sample
+    dict; only an Augmentation draws from the stream's generator, so only it is
+    covered by state()/load_state().
+    """
 
     def __init__(
         self,

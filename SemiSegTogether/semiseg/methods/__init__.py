@@ -11,6 +11,7 @@ from semiseg.methods.base import Method, MethodContext
 _METHODS = {
     "supervised": "semiseg.methods.supervised:Supervised",
     "mean-teacher": "semiseg.methods.mean_teacher:MeanTeacher",
+    "ad": "semiseg.methods.ad:AggregatingDecoupling",
     "versemi": "semiseg.methods.versemi:VerSemi",
     "dual-contrast": "semiseg.methods.dual_contrast:DualContrast",
 }

@@ -1,0 +1,189 @@
+"""Training methods and settings: the method list (from `semiseg methods --json`, with a
+static fallback), the settings the panel edits, their validation, the `semiseg train`
+command line, and remembering them between sessions (QSettings-like store, 'SemiSeg/...')."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Optional
+
+from SemiSegTogetherLib.command import engineCommand
+
+RECOMMENDED_METHOD = "mean-teacher"
+SETTINGS_PREFIX = "SemiSeg/Trainer/"
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass
+class MethodInfo:
+    name: str
+    description: str = ""
+    options: dict = field(default_factory=dict)      # option -> default
+    optionHelp: dict = field(default_factory=dict)   # option -> one line
+
+    def label(self) -> str:
+        return f"{self.name} (recommended)" if self.name == RECOMMENDED_METHOD else self.name
+
+
+FALLBACK_METHODS = [
+    MethodInfo("supervised", "Labeled cases only; the baseline every other method must beat."),
+    MethodInfo("mean-teacher", "A slowly averaged teacher labels the unlabeled pool; the student must agree "
+                               "under noise. Robust default."),
+    MethodInfo("ad", "Adversarial and diffusion-style consistency between two views of unlabeled images."),
+    MethodInfo("versemi", "One task-prompted network for several datasets/structures, with consistency on "
+                          "unlabeled images."),
+    MethodInfo("dual-contrast", "Two decoders teach each other and contrast their features on unlabeled images."),
+]
+
+
+def parseMethodsJson(text: str) -> list:
+    """`semiseg methods --json`: [{"name", "description", "options": {k: default | {"default", "help"}}}]."""
+    data = json.loads(text)
+    if not isinstance(data, list) or not data:
+        raise ValueError("expected a non-empty JSON list of methods")
+    methods = []
+    for item in data:
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise ValueError("each method needs a name")
+        options, helps = {}, {}
+        for key, value in (item.get("options") or {}).items():
+            if isinstance(value, dict) and "default" in value:
+                options[key] = value["default"]
+                helps[key] = str(value.get("help") or "")
+            else:
+                options[key] = value
+        methods.append(MethodInfo(item["name"], str(item.get("description") or ""), options, helps))
+    return methods
+
+
+def queryMethods(pythonExecutable: str, env: dict, run: Callable = subprocess.run, timeout: float = 120.0):
+    """(methods, error): the engine's list, or the static fallback and why the engine could not be asked."""
+    try:
+        completed = run(engineCommand(pythonExecutable, "methods", ["--json"]), env=env, capture_output=True,
+                        text=True, timeout=timeout)
+        if completed.returncode != 0:
+            raise RuntimeError((completed.stderr or "").strip().splitlines()[-1:] or f"exit {completed.returncode}")
+        return parseMethodsJson(completed.stdout), None
+    except Exception as e:  # engine not installed yet, torch missing, timeout, bad output
+        return [MethodInfo(m.name, m.description) for m in FALLBACK_METHODS], str(e)
+
+
+def sortMethods(methods: list) -> list:
+    """Recommended first, then the rest in the engine's order."""
+    return sorted(methods, key=lambda m: m.name != RECOMMENDED_METHOD)
+
+
+def parseOptionValue(text: str):
+    """A method option typed in the panel: JSON when it parses (numbers, true/false, lists), else text."""
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, TypeError):
+        return text
+
+
+@dataclass
+class TrainingSettings:
+    method: str = RECOMMENDED_METHOD
+    iterations: int = 2000
+    device: str = "auto"
+    patch: Optional[list] = None          # d,h,w in array order; None = the engine picks
+    batchLabeled: int = 2
+    batchUnlabeled: int = 2
+    learningRate: Optional[float] = None  # None = the method's default
+    valEvery: int = 200
+    methodOptions: dict = field(default_factory=dict)
+    modelName: str = ""
+
+    def validate(self, knownMethods: Optional[list] = None) -> list:
+        """Problems, each a sentence the user can act on ([] when fine)."""
+        errors = []
+        names = [m.name for m in knownMethods] if knownMethods else None
+        if names is not None and self.method not in names:
+            errors.append(f"unknown method '{self.method}' (choose one of {', '.join(names)})")
+        if not isinstance(self.iterations, int) or self.iterations < 1:
+            errors.append("iterations must be at least 1")
+        if self.device not in DEVICES and not str(self.device).startswith("cuda:"):
+            errors.append(f"device must be {', '.join(DEVICES)} or cuda:N")
+        if self.patch is not None:
+            if len(self.patch) != 3 or any(int(p) < 16 or int(p) % 16 for p in self.patch):
+                errors.append(f"patch size {self.patch}: three sizes, each a multiple of 16 (e.g. 96,96,64)")
+        if self.batchLabeled < 1:
+            errors.append("labeled batch must be at least 1")
+        if self.batchUnlabeled < 0:
+            errors.append("unlabeled batch must not be negative")
+        if self.learningRate is not None and not 0 < self.learningRate < 10:
+            errors.append("learning rate must be between 0 and 10")
+        if self.valEvery < 1:
+            errors.append("validate-every must be at least 1")
+        if knownMethods:
+            method = next((m for m in knownMethods if m.name == self.method), None)
+            if method is not None and method.options:
+                unknown = [k for k in self.methodOptions if k not in method.options]
+                if unknown:
+                    errors.append(f"method '{self.method}' has no option(s) {', '.join(unknown)}")
+        if "," in self.modelName or "/" in self.modelName or "\\" in self.modelName:
+            errors.append("the model name must not contain ',', '/' or '\\'")
+        return errors
+
+    def trainArguments(self) -> list:
+        args = ["--method", self.method, "--iterations", str(self.iterations), "--device", self.device,
+                "--batch-labeled", str(self.batchLabeled), "--batch-unlabeled", str(self.batchUnlabeled),
+                "--val-every", str(self.valEvery)]
+        if self.patch:
+            args += ["--patch", ",".join(str(int(p)) for p in self.patch)]
+        if self.learningRate is not None:
+            args += ["--lr", f"{self.learningRate:g}"]
+        for key, value in sorted(self.methodOptions.items()):
+            args += ["--option", f"{key}={json.dumps(value)}"]
+        if self.modelName:
+            args += ["--name", self.modelName]
+        return args
+
+    # Remembered between sessions -----------------------------------------------------------
+
+    def save(self, store) -> None:
+        """Write to a QSettings-like `store` (setValue) under 'SemiSeg/Trainer/'."""
+        for key, value in asdict(self).items():
+            if key == "modelName":
+                continue  # a name is per model, not a preference
+            store.setValue(SETTINGS_PREFIX + key, json.dumps(value))
+
+    @classmethod
+    def load(cls, store) -> "TrainingSettings":
+        """Read from a QSettings-like `store` (value(key, default)); bad or missing values keep the defaults."""
+        settings = cls()
+        for key, default in asdict(settings).items():
+            if key == "modelName":
+                continue
+            raw = store.value(SETTINGS_PREFIX + key, None)
+            if raw is None:
+                continue
+            try:
+                value = json.loads(raw)
+            except (json.JSONDecodeError, TypeError):
+                continue
+            if default is not None and value is not None and type(value) is not type(default) \
+                    and not (isinstance(default, float) and isinstance(value, int)):
+                continue
+            setattr(settings, key, value)
+        return settings
+
+
+def buildTrainCommand(pythonExecutable: str, dataPath: str, outPath: str, workDir: str, eventsPath: str,
+                      settings: TrainingSettings, labelInfoPath: Optional[str] = None, resume: bool = False) -> list:
+    """`semiseg train` for a new run, or `--resume` of the same run (same --workdir and --out)."""
+    args = ["--data", dataPath, "--out", outPath, "--workdir", workDir, "--events", eventsPath, "--quiet"]
+    if labelInfoPath:
+        args += ["--label-info", labelInfoPath]
+    args += settings.trainArguments()
+    if resume:
+        args.append("--resume")
+    else:
+        args.append("--overwrite")  # the package in the job folder is ours; the registered copy is separate
+    return engineCommand(pythonExecutable, "train", args)
+
+
+def buildCheckCommand(pythonExecutable: str, dataPath: str) -> list:
+    return engineCommand(pythonExecutable, "check", [dataPath])
