@@ -10,6 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
+
+# One intra-op thread: on the 2 shared cores the tests run on, OpenMP threads contending with other
+# processes make small 3D convolutions up to 100x slower; one thread is also the most reproducible.
+torch.set_num_threads(1)
 
 
 @dataclass

@@ -225,6 +225,11 @@ def test_unknown_architecture(package):
     load_error(package, str(package), "transformer-9000")
 
 
+def test_architecture_arguments_not_an_object(package):
+    edit_manifest(package, lambda m: m["architecture"].update(args=[1, 3, 4]))
+    load_error(package, str(package / "model.json"), "architecture")
+
+
 def test_architecture_arguments_it_does_not_take(package):
     edit_manifest(package, lambda m: m["architecture"]["args"].update(heads=12))
     load_error(package, str(package), "heads")
@@ -257,7 +262,7 @@ def test_pickled_object_in_weights_pt_is_never_unpickled(package, tmp_path, how)
     (package / "weights.safetensors").unlink()
     payload = {"encoder.block_one.0.weight": _Payload(marker)}
     if how == "pickle":
-        (package / "weights.pt").write_bytes(pickle.dumps(payload))
+        (package / "weights.pt").write_bytes(pickle.dumps(payload, protocol=2))
     else:
         torch.save(payload, package / "weights.pt")
     # The payload works: plain unpickling would create the marker (checked on a copy, then removed).

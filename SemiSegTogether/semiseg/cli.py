@@ -142,10 +142,12 @@ def cmd_predict(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from semiseg.evaluate import evaluate_folder, format_summary
+    from semiseg.events import _clean
     result = evaluate_folder(Path(args.pred), Path(args.data), split=args.split)
     print(format_summary(result))
     if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        # Undefined distances (one mask empty) are NaN: written as null, since strict JSON has no NaN.
+        Path(args.out).write_text(json.dumps(_clean(result), indent=2, allow_nan=False) + "\n", encoding="utf-8")
         print(f"wrote {args.out}")
     return 0
 

@@ -116,7 +116,7 @@ def _validate(manifest: Any, where: Path) -> None:
     if missing:
         raise ModelError(f"{where}: model.json lacks {', '.join(missing)}")
     arch = manifest["architecture"]
-    if not isinstance(arch, dict) or not isinstance(arch.get("name"), str):
+    if not (isinstance(arch, dict) and isinstance(arch.get("name"), str) and isinstance(arch.get("args", {}), dict)):
         raise ModelError(f"{where}: 'architecture' must be {{'name': ..., 'args': {{...}}}}")
     labels = manifest["labels"]
     if not isinstance(labels, list) or not labels:

@@ -45,12 +45,8 @@ class TrainingProgress(JobProgress):
 
     def started(self) -> None:
         """The process was launched; it reads the data before the first event."""
-        history = (self.losses, self.dice, self.perLabelDice, self.lastCheckpoint, self.checkpointIteration)
-        resumed = self.state == JobState.IDLE and self.cancelled
         super().started()
         self.state = JobState.STARTING
-        if resumed:  # keep the curves of the part already trained
-            self.losses, self.dice, self.perLabelDice, self.lastCheckpoint, self.checkpointIteration = history
 
     def replay(self, events: list) -> None:
         """Fold events of an earlier part of this run (before a Resume) into the curves."""
@@ -117,6 +113,8 @@ class TrainingProgress(JobProgress):
             return text
         if self.state == JobState.CANCELLING:
             return "cancelling: saving the last checkpoint..."
+        if self.state == JobState.DONE and self.stage == "checked":
+            return "data check passed"
         if self.state == JobState.DONE:
             text = "done"
             if isinstance(self.bestDice, (int, float)):

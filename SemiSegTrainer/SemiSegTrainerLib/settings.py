@@ -27,14 +27,16 @@ class MethodInfo:
         return f"{self.name} (recommended)" if self.name == RECOMMENDED_METHOD else self.name
 
 
-FALLBACK_METHODS = [
-    MethodInfo("supervised", "Labeled cases only; the baseline every other method must beat."),
-    MethodInfo("mean-teacher", "A slowly averaged teacher labels the unlabeled pool; the student must agree "
-                               "under noise. Robust default."),
-    MethodInfo("ad", "Adversarial and diffusion-style consistency between two views of unlabeled images."),
-    MethodInfo("versemi", "One task-prompted network for several datasets/structures, with consistency on "
-                          "unlabeled images."),
-    MethodInfo("dual-contrast", "Two decoders teach each other and contrast their features on unlabeled images."),
+FALLBACK_METHODS = [  # shown when the engine cannot be asked (same names and gist as `semiseg methods`)
+    MethodInfo("supervised", "V-Net trained on the labeled cases only; the baseline."),
+    MethodInfo("mean-teacher", "An EMA teacher gives targets on unlabeled images; the student matches them "
+                               "(consistency)."),
+    MethodInfo("ad", "A&D (DiffVNet): a diffusion decoder and a labeled decoder guide the unlabeled decoder; "
+                     "also for class imbalance and domain shift."),
+    MethodInfo("versemi", "Segment Together: one task-prompted V-Net over several datasets, with consistency "
+                          "on unlabeled images."),
+    MethodInfo("dual-contrast", "Two different subnetworks check each other's pseudo-labels, with a prototype "
+                                "contrastive term."),
 ]
 
 

@@ -1,0 +1,260 @@
+"""The `semiseg` command line, in-process through semiseg.cli.main (one real subprocess for `python -m`)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from semiseg.cli import main
+from semiseg.datasets import load_dataset
+from semiseg.io import read_volume, write_volume
+
+SUBCOMMANDS = {
+    "demo": ["--out", "--iterations", "--device", "--overwrite"],
+    "check": ["data"],
+    "convert": ["la-h5", "--labeled", "--overwrite"],
+    "train": ["--data", "--method", "--out", "--iterations", "--device", "--events", "--resume", "--workdir",
+              "--seed", "--patch", "--option", "--overwrite"],
+    "predict": ["--model", "--input", "--output", "--prompts", "--device", "--overlap", "--sw-batch-size", "--lcc",
+                "--surface", "--events", "--overwrite"],
+    "evaluate": ["--pred", "--data", "--split", "--out"],
+    "methods": ["--json"],
+}
+
+
+def run(capsys, *argv) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def strict_json(text: str):
+    def refuse(token):
+        raise ValueError(f"non-standard JSON token {token}")
+    return json.loads(text, parse_constant=refuse)
+
+
+def assert_no_traceback(*texts: str) -> None:
+    for text in texts:
+        assert "Traceback" not in text, text
+
+
+# ---- help -----------------------------------------------------------------------------------------------
+def test_top_level_help(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    for command in SUBCOMMANDS:
+        assert command in out
+
+
+@pytest.mark.parametrize("command", list(SUBCOMMANDS))
+def test_subcommand_help(capsys, command):
+    with pytest.raises(SystemExit) as info:
+        main([command, "--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: semiseg {command}")
+    for option in SUBCOMMANDS[command]:
+        assert option in out, option
+
+
+def test_python_m_semiseg_help(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "semiseg", "--help"], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("usage: semiseg") and "predict" in proc.stdout
+
+
+def test_no_command_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as info:
+        main([])
+    assert info.value.code == 2
+
+
+# ---- check -----------------------------------------------------------------------------------------------
+def test_check_prints_counts(capsys, tiny_dataset):
+    code, out, err = run(capsys, "check", tiny_dataset)
+    assert code == 0, err
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.split()[:1] in
+            (["training"], ["unlabeled"], ["test"])}
+    assert rows == {"training": ["4", "4"], "unlabeled": ["4", "0"], "test": ["2", "2"]}
+    for name in ("organ", "vessel", "lesion"):
+        assert name in out
+
+
+def test_check_broken_dataset_exits_2_naming_the_file(capsys, tiny_dataset, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_dataset, broken)
+    label_file = broken / json.loads((broken / "dataset.json").read_text())["training"][1]["label"]
+    label = read_volume(label_file)
+    array = label.array.copy()
+    array[0, 0, 0] = 9  # a value the dataset does not declare
+    write_volume(label.with_array(array), label_file, overwrite=True)
+    code, out, err = run(capsys, "check", broken)
+    assert code == 2
+    assert err.startswith("semiseg check: error:")
+    assert str(label_file) in err and "9" in err
+    assert_no_traceback(out, err)
+
+
+def test_check_missing_dataset(capsys, tmp_path):
+    code, out, err = run(capsys, "check", tmp_path / "nowhere")
+    assert code == 2 and str(tmp_path / "nowhere") in err
+    assert_no_traceback(out, err)
+
+
+# ---- train → predict → evaluate ----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def cli_model(tiny_dataset, tmp_path_factory):
+    """`semiseg train` through the CLI (2 iterations); returns (model path, events, stdout)."""
+    folder = tmp_path_factory.mktemp("cli-train")
+    model, events = folder / "cli.semiseg", folder / "train.jsonl"
+    argv = ["train", "--data", str(tiny_dataset), "--method", "supervised", "--out", str(model), "--iterations", "2",
+            "--patch", "32,32,32", "--device", "cpu", "--option", "n_filters=4", "--val-every", "1", "--quiet",
+            "--events", str(events), "--seed", "3"]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(argv)
+    assert code == 0
+    return model, events, out.getvalue()
+
+
+def test_train(cli_model):
+    model, events, out = cli_model
+    assert (model / "model.json").is_file()
+    assert out.startswith(f"wrote {model}") and "best validation Dice" in out
+    manifest = json.loads((model / "model.json").read_text())
+    assert manifest["architecture"]["args"]["n_filters"] == 4 and manifest["training"]["seed"] == 3
+    kinds = [strict_json(line)["event"] for line in events.read_text().splitlines()]
+    assert kinds[0] == "start" and kinds[-1] == "done" and "validation" in kinds
+
+
+def test_predict_with_events_on_stdout(capsys, cli_model, tiny_dataset, tmp_path):
+    model = cli_model[0]
+    case = load_dataset(tiny_dataset).test[0]
+    output = tmp_path / "pred" / f"{case.id}.nii.gz"
+    code, out, err = run(capsys, "predict", "--model", model, "--input", case.image, "--output", output,
+                         "--device", "cpu", "--events", "-")
+    assert code == 0, err
+    events = [strict_json(line) for line in out.splitlines()]  # stdout holds JSON lines only
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "start" and kinds[-1] == "done" and "progress" in kinds
+    assert events[0]["input"] == str(case.image) and events[0]["device"] == "cpu"
+    fractions = [e["fraction"] for e in events if e["event"] == "progress"]
+    assert fractions == sorted(fractions) and all(0.0 <= f <= 1.0 for f in fractions)
+    assert all(e["stage"] for e in events if e["event"] == "progress")
+    assert events[-1]["output"] == str(output) and events[-1]["seconds"] >= 0
+    image, label = read_volume(case.image), read_volume(output)
+    assert label.array.shape == image.array.shape
+    assert np.allclose(label.spacing, image.spacing, atol=1e-6) and np.allclose(label.origin, image.origin, atol=1e-5)
+    assert np.allclose(label.direction, image.direction, atol=1e-6)
+    assert set(np.unique(label.array)) <= {0, 1, 2, 3}
+    assert f"wrote {output}" in err
+
+
+def test_predict_refuses_an_existing_output(capsys, cli_model, tiny_dataset, tmp_path):
+    case = load_dataset(tiny_dataset).test[0]
+    output = tmp_path / "exists.nii.gz"
+    output.write_bytes(b"keep me")
+    code, out, err = run(capsys, "predict", "--model", cli_model[0], "--input", case.image, "--output", output,
+                         "--device", "cpu")
+    assert code == 2 and str(output) in err and "--overwrite" in err
+    assert output.read_bytes() == b"keep me"
+    assert_no_traceback(out, err)
+
+
+def test_predict_bad_model_reports_an_error_event(capsys, tiny_dataset, tmp_path):
+    case = load_dataset(tiny_dataset).test[0]
+    code, out, err = run(capsys, "predict", "--model", tmp_path / "none.semiseg", "--input", case.image,
+                         "--output", tmp_path / "o.nii.gz", "--device", "cpu", "--events", "-")
+    assert code == 2 and str(tmp_path / "none.semiseg") in err
+    events = [strict_json(line) for line in out.splitlines()]
+    assert events[-1]["event"] == "error" and str(tmp_path / "none.semiseg") in events[-1]["message"]
+    assert not (tmp_path / "o.nii.gz").exists()
+    assert_no_traceback(out, err)
+
+
+def test_evaluate_writes_strict_json(capsys, cli_model, tiny_dataset, tmp_path):
+    preds = tmp_path / "preds"
+    for case in load_dataset(tiny_dataset).test:
+        code, _, err = run(capsys, "predict", "--model", cli_model[0], "--input", case.image, "--output",
+                           preds / f"{case.id}.nii.gz", "--device", "cpu", "--overlap", "0.25")
+        assert code == 0, err
+    metrics = tmp_path / "metrics.json"
+    code, out, err = run(capsys, "evaluate", "--pred", preds, "--data", tiny_dataset, "--out", metrics)
+    assert code == 0, err
+    assert "Dice" in out and "HD95 mm" in out
+    for name in ("organ", "vessel", "lesion"):
+        assert name in out
+    assert "(2 cases;" in out
+    result = strict_json(metrics.read_text())
+    assert len(result["cases"]) == 2 and set(result["summary"]) >= {"organ", "vessel", "lesion"}
+
+
+def test_evaluate_undefined_distances_are_null(capsys, tiny_dataset, tmp_path):
+    """Empty predictions: every distance is undefined (NaN), which the JSON file must hold as null."""
+    preds = tmp_path / "empty-preds"
+    for case in load_dataset(tiny_dataset).test:
+        image = read_volume(case.image)
+        write_volume(image.with_array(np.zeros(image.array.shape, np.uint8)), preds / f"{case.id}.nii.gz")
+    metrics = tmp_path / "metrics.json"
+    code, out, err = run(capsys, "evaluate", "--pred", preds, "--data", tiny_dataset, "--out", metrics)
+    assert code == 0, err
+    text = metrics.read_text()
+    result = strict_json(text)
+    assert "null" in text
+    assert result["summary"]["organ"]["dice"]["mean"] == 0.0
+    assert result["summary"]["organ"]["hd95_mm"]["n_nan"] == 2
+
+
+def test_evaluate_without_predictions(capsys, tiny_dataset, tmp_path):
+    (tmp_path / "empty").mkdir()
+    code, out, err = run(capsys, "evaluate", "--pred", tmp_path / "empty", "--data", tiny_dataset)
+    assert code == 2 and str(tmp_path / "empty") in err
+    assert_no_traceback(out, err)
+
+
+# ---- methods, devices ---------------------------------------------------------------------------------------
+def test_methods_json(capsys):
+    code, out, _ = run(capsys, "methods", "--json")
+    assert code == 0
+    methods = strict_json(out)
+    names = [m["name"] for m in methods]
+    assert "supervised" in names and "mean-teacher" in names
+    for m in methods:
+        assert m["description"] and isinstance(m["options"], dict)
+        for opt in m["options"].values():
+            assert set(opt) == {"default", "help"}
+
+
+def test_methods_text(capsys):
+    code, out, _ = run(capsys, "methods")
+    assert code == 0 and "mean-teacher" in out and "ema_decay" in out
+
+
+@pytest.mark.parametrize("command", ["train", "predict"])
+def test_cuda_on_a_cpu_only_machine(capsys, command, tiny_dataset, tiny_model, tmp_path, monkeypatch):
+    import torch
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the same on a machine that has a GPU
+    if command == "train":
+        argv = ["train", "--data", tiny_dataset, "--method", "supervised", "--out", tmp_path / "m.semiseg",
+                "--iterations", "1", "--device", "cuda", "--quiet"]
+    else:
+        case = load_dataset(tiny_dataset).test[0]
+        argv = ["predict", "--model", tiny_model, "--input", case.image, "--output", tmp_path / "o.nii.gz",
+                "--device", "cuda"]
+    code, out, err = run(capsys, *argv)
+    assert code == 2
+    assert "--device cuda" in err and "CUDA is not available" in err
+    assert_no_traceback(out, err)
+    assert not (tmp_path / "m.semiseg").exists() and not (tmp_path / "o.nii.gz").exists()
