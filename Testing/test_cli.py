@@ -8,12 +8,11 @@ import json
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from semiseg.cli import main
+from semiseg.cli import build_parser, main
 from semiseg.datasets import load_dataset
 from semiseg.io import read_volume, write_volume
 
@@ -66,6 +65,18 @@ def test_subcommand_help(capsys, command):
     assert out.startswith(f"usage: semiseg {command}")
     for option in SUBCOMMANDS[command]:
         assert option in out, option
+
+
+def test_every_subcommand_has_help(capsys):
+    """Also the subcommands added later than this file: each one's --help works."""
+    parser = build_parser()
+    commands = next(a for a in parser._actions if a.dest == "command").choices
+    assert set(SUBCOMMANDS) <= set(commands)
+    for command in commands:
+        with pytest.raises(SystemExit) as info:
+            main([command, "--help"])
+        assert info.value.code == 0, command
+        assert capsys.readouterr().out.startswith(f"usage: semiseg {command}")
 
 
 def test_python_m_semiseg_help(tmp_path):

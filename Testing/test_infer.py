@@ -11,10 +11,11 @@ from scipy import ndimage
 from torch import nn
 
 from semiseg.errors import ConfigError
-from semiseg.infer import (keep_largest_component, merge_prompted, predict_classes, predict_volume, select_prompts,
+from semiseg.infer import (keep_largest_component, predict_classes, predict_volume, select_prompts,
                            sliding_window_probabilities, window_count)
 from semiseg.io import read_volume, write_volume
 from semiseg.nets import build_network
+from semiseg.prompts import merge_task_probabilities as merge_prompted  # what predict_classes merges with
 from semiseg.volume import Volume
 
 CPU = torch.device("cpu")

@@ -20,6 +20,15 @@ from semiseg.nets.diffvnet import DiffVNet
 SHAPE = (16, 32, 32)  # (d, h, w): a 1×2×2 bottleneck keeps BatchNorm happy with one case per batch
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: threads only add contention on a shared machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def nparams(module) -> int:
     return sum(p.numel() for p in module.parameters())
 
@@ -433,8 +442,10 @@ def test_a_few_iterations_lower_the_loss():
     labeled = {"image": torch.cat([i0, i1]), "label": torch.cat([l0, l1])}
     unlabeled = {"image": torch.cat([u0, u1])}
     torch.manual_seed(0)
-    m = make(n_classes=2, iterations=1000, n_filters=8)
-    opt = torch.optim.Adam(m.trainable().parameters(), lr=1e-3)
+    # μ stays near its ramp start (1000 planned iterations); the bottleneck/last-feature Dropout3d(0.5) is off
+    # at this width (8 channels), and Adam runs at the authors' base lr.
+    m = make(n_classes=2, iterations=1000, n_filters=8, dropout=False)
+    opt = torch.optim.Adam(m.trainable().parameters(), lr=1e-2)
     totals = []
     for step in range(25):
         m.train()

@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from semiseg.errors import ConfigError, ModelError
-from semiseg.losses import one_hot
 from semiseg.methods import MethodContext, build_method, describe_methods
 from semiseg.methods.versemi import cutmix_box, dice_loss
 from semiseg.nets import build_network
@@ -126,7 +125,7 @@ def test_cutmix_box_has_the_configured_size():
     for seed in range(8):
         torch.manual_seed(seed)
         with torch.no_grad():
-            *_, keep = m.unlabeled_terms(b, {"image": torch.randn(2, 1, *SH)}, b["task"])
+            *_, keep = m.unlabeled_terms(b, {"image": torch.randn(2, 1, *SH)})
         cube = (keep[0] == 0).nonzero()
         side = int(cube[:, 1].max() - cube[:, 1].min() + 1)
         assert int(0.3 * 32) <= side <= int(0.6 * 32)
@@ -174,7 +173,7 @@ def test_aggregated_prediction_is_the_max_over_task_heads():
     un = {"image": torch.randn(2, 1, *SH)}
     with torch.no_grad():
         torch.manual_seed(5)
-        l_agg, l_cube, p_syn, p_agg, keep = m.unlabeled_terms(b, un, b["task"])
+        l_agg, l_cube, p_syn, p_agg, keep = m.unlabeled_terms(b, un)
         x = un["image"] * keep[:, None] + b["image"] * (1 - keep[:, None])
         fg = [1 - m.net(x, torch.full((2,), k)).softmax(1)[:, 0] for k in range(2)]
         syn = m.net(x, torch.full((2,), 2)).softmax(1)[:, 1]
@@ -192,7 +191,7 @@ def test_stage2_cube_mask_has_the_label_shape():
     b = two_task_batch(2)
     un = {"image": torch.randn(2, 1, *SH)}
     torch.manual_seed(7)
-    _, l_cube, p_syn, _, keep = m.unlabeled_terms(b, un, b["task"])
+    _, l_cube, p_syn, _, keep = m.unlabeled_terms(b, un)
     assert keep.shape == b["label"].shape
     y = (b["label"] > 0).float()
     assert torch.isclose(l_cube, dice_loss(p_syn * (1 - keep), y * (1 - keep)), atol=1e-6)
@@ -200,7 +199,7 @@ def test_stage2_cube_mask_has_the_label_shape():
     released = method(cube_mask="released")
     released.load_state_dict(m.state_dict())
     torch.manual_seed(7)
-    _, l_rel, p_rel, _, keep_rel = released.unlabeled_terms(b, un, b["task"])
+    _, l_rel, p_rel, _, keep_rel = released.unlabeled_terms(b, un)
     assert torch.equal(keep_rel, keep)
     assert (p_rel * (1 - keep_rel[:, None])).shape == (2, 2, *SH)
     assert not torch.isclose(l_rel, l_cube, atol=1e-4)
@@ -211,7 +210,7 @@ def test_unlabeled_consistency_gradients_reach_the_network():
     m = method()
     b = two_task_batch(2)
     un = {"image": torch.randn(2, 1, *SH)}
-    l_agg, *_ = m.unlabeled_terms(b, un, b["task"])
+    l_agg, *_ = m.unlabeled_terms(b, un)
     l_agg.backward()
     first_conv = m.net.encoder.block_one[0].weight.grad
     assert first_conv is not None and first_conv.abs().sum() > 0
@@ -224,7 +223,7 @@ def test_unlabeled_consistency_gradients_reach_the_network():
     m.zero_grad()
     detached = method(detach_aggregate=True)
     detached.load_state_dict(m.state_dict())
-    l_agg, *_ = detached.unlabeled_terms(b, un, b["task"])
+    l_agg, *_ = detached.unlabeled_terms(b, un)
     l_agg.backward()
     g = detached.net.controller.weight.grad[:, c:].abs().sum(0)
     assert g[2] > 0 and g[0] == 0 and g[1] == 0
@@ -302,4 +301,4 @@ def test_a_few_iterations_lower_the_loss(stage1_fraction):
         out["total"].backward()
         opt.step()
         losses.append(float(out["total"].detach()))
-    assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.15, losses
+    assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.5, losses

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import pickle
-import shutil
 import struct
 from pathlib import Path
 

@@ -108,10 +108,12 @@ def test_cancel_then_resume_matches_an_uninterrupted_run(tiny_dataset, tmp_path,
 
     monkeypatch.setattr(_Trainer, "_step", step_then_signal)
     cut = config(tiny_dataset, tmp_path, "cut", events=str(tmp_path / "cut.jsonl"), **common)
+    handlers_before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
     with pytest.raises(Cancelled, match="iteration 3"):
         train(cut)
     monkeypatch.undo()
-    assert signal.getsignal(signal.SIGTERM) is not None and not Path(cut.out).exists()
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == handlers_before
+    assert not Path(cut.out).exists()
     cut_events = read_events(cut.events)
     assert [e["event"] for e in cut_events][-2:] == ["checkpoint", "error"]
     assert _last_state(cut.workdir_path())["iteration"] == 3

@@ -243,6 +243,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="write all metrics as JSON")
     p.set_defaults(func=cmd_evaluate)
 
+    p = sub.add_parser("bench", help="benchmark methods × seeds on one dataset; writes docs/benchmarks/NAME/")
+    p.add_argument("--data", required=True, help="dataset folder or dataset.json (needs a labeled test split)")
+    p.add_argument("--name", required=True, help="benchmark name (output folder under --out)")
+    p.add_argument("--methods", default="supervised,mean-teacher", help="comma-separated methods")
+    p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
+    p.add_argument("--profile", default="cpu-lite", choices=["cpu-lite", "paper", "smoke"],
+                   help="cpu-lite: coarse spacing, small patch, 2 CPU cores; paper: LA protocol for a GPU")
+    p.add_argument("--iterations", type=int, help="override the profile's iterations")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--lcc", action="store_true", help="largest-connected-component post-processing")
+    p.add_argument("--out", default="docs/benchmarks", help="reports folder (default docs/benchmarks)")
+    p.add_argument("--workdir", help="models, checkpoints and predictions (default runs/bench/NAME)")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_bench)
+
     p = sub.add_parser("methods", help="list training methods and their options")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_methods)

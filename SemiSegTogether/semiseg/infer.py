@@ -19,6 +19,7 @@ from torch import nn
 
 from semiseg.devices import amp_enabled
 from semiseg.errors import ConfigError
+from semiseg.prompts import merge_task_probabilities
 from semiseg.transforms import Preprocessing, preprocess_image, restore_to_grid
 from semiseg.volume import Volume
 
@@ -74,28 +75,6 @@ def keep_largest_component(labels: np.ndarray) -> np.ndarray:
     return out
 
 
-def merge_prompted(per_task: list[tuple[list[int], torch.Tensor]]) -> torch.Tensor:
-    """Several prompted tasks' probabilities → one label map of class values.
-
-    Each entry is (class values of the task, probs (1 + n, ...)). A voxel goes to the structure whose
-    task claims it (its argmax is not background) with the highest probability: a voxel claimed by two
-    prompts goes to the more confident one.
-    """
-    best_conf = None
-    labels = None
-    for values, probs in per_task:
-        conf, idx = probs.max(0)
-        lut = torch.tensor([0, *values], device=probs.device)
-        claimed = idx > 0
-        if labels is None:
-            labels = torch.zeros_like(idx)
-            best_conf = torch.zeros_like(conf)
-        take = claimed & (conf > best_conf)
-        labels = torch.where(take, lut[idx], labels)
-        best_conf = torch.where(take, conf, best_conf)
-    return labels
-
-
 def select_prompts(manifest: dict, prompts: Sequence[str] | None) -> list[dict]:
     """The manifest's labels the user asked for (all when none named); unknown names are an error."""
     labels = manifest["labels"]
@@ -130,7 +109,7 @@ def predict_classes(net: nn.Module, manifest: dict, image: np.ndarray, device: t
             probs = sliding_window_probabilities(net, x, task=task["index"], progress=sub, **kwargs)[0]
             values = [lab["value"] for lab in manifest["labels"] if lab.get("task") == task["name"]]
             per_task.append((values, to_grid(probs)))
-        labels = merge_prompted(per_task)
+        labels = merge_task_probabilities(per_task)
     else:
         probs = to_grid(sliding_window_probabilities(net, x, progress=progress, **kwargs)[0])
         lut = torch.tensor([0, *[lab["value"] for lab in manifest["labels"]]], device=probs.device)

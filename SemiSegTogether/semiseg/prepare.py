@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from semiseg.datasets import Case, Dataset
+from semiseg.datasets import DEFAULT_TASK, Case, Dataset
 from semiseg.io import read_label, read_volume
 from semiseg.sampling import PreparedCase
 from semiseg.transforms import Preprocessing, preprocess_image, preprocess_label
@@ -35,6 +35,14 @@ class LabelSpace:
         task_classes = [sorted(names.index(n) + 1 for n in ds.tasks[t]) for t in tasks]
         label_task = {n: t for t in tasks for n in ds.tasks[t]}
         return cls(names, values, tasks, task_classes, label_task, list(ds.domains))
+
+    @property
+    def task_names(self) -> list[str]:
+        """The declared tasks, or one implicit task covering every label (what a prompted model lists)."""
+        return self.tasks or [DEFAULT_TASK]
+
+    def task_of(self, name: str) -> str:
+        return self.label_task.get(name, DEFAULT_TASK) if self.tasks else DEFAULT_TASK
 
     @property
     def n_classes(self) -> int:

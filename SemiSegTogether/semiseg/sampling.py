@@ -47,6 +47,7 @@ class PatchStream:
         fg_ratio: float = 0.33,
         augment: str | Callable | None = "standard",
         with_labels: bool = True,
+        task_balanced: bool = False,
     ):
         self.cases = list(cases)
         if not self.cases:
@@ -62,6 +63,11 @@ class PatchStream:
         self.seed, self.rank = int(seed), int(rank)
         self.fg_ratio = float(fg_ratio)
         self.with_labels = with_labels
+        # Task-balanced: draw a task uniformly, then a case of it (VerSemi's option; the reference draws
+        # cases uniformly, so a large dataset dominates a small one).
+        tasks = sorted({c.task for c in self.cases})
+        self._by_task = [np.array([i for i, c in enumerate(self.cases) if c.task == t]) for t in tasks] \
+            if task_balanced and len(tasks) > 1 else None
         for c in self.cases:
             if c.image.ndim != 4 or c.image.shape[0] != 1:
                 raise DataError(f"case {c.id}: image must be (1, D, H, W), got {c.image.shape}")
@@ -83,7 +89,10 @@ class PatchStream:
 
     def __next__(self) -> dict:
         rng = self._rng
-        picks = rng.integers(len(self.cases), size=self.batch_size)
+        if self._by_task is None:
+            picks = rng.integers(len(self.cases), size=self.batch_size)
+        else:
+            picks = [int(rng.choice(self._by_task[t])) for t in rng.integers(len(self._by_task), size=self.batch_size)]
         images, labels = [], []
         for i in picks:
             c = self.cases[i]

@@ -89,6 +89,7 @@ class TrainResult:
     last_dice: float | None
     peak_memory_mb: float
     history: list[dict]
+    step_seconds: float = 0.0  # time in optimiser steps alone (no validation, no checkpoints)
 
 
 class Cancelled(SemiSegError):
@@ -163,6 +164,7 @@ class _Trainer:
         context = MethodContext(in_channels=1, n_classes=self.space.n_classes, total_iterations=c.iterations,
                                 n_tasks=max(1, len(self.space.tasks)), n_domains=max(1, len(self.space.domains)),
                                 task_classes=self.space.task_classes or [list(range(1, self.space.n_classes))],
+                                domains=self._split_domains(), class_fractions=self._class_fractions(),
                                 options=dict(c.method_options))
         self.method = build_method(c.method, context).to(self.device)
         if self.method.uses_unlabeled and not self.unlabeled_cases:
@@ -192,15 +194,23 @@ class _Trainer:
 
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp)
-        balanced = bool(self.method.opts.get("task_balanced", False))
         self.labeled_stream = PatchStream(self.train_cases, self.patch, c.batch_labeled, seed=c.seed,
-                                          fg_ratio=c.fg_ratio, augment=c.augment, with_labels=True)
+                                          fg_ratio=c.fg_ratio, augment=c.augment, with_labels=True,
+                                          task_balanced=bool(self.method.opts.get("task_balanced", False)))
         self.unlabeled_stream = None
         if self.method.uses_unlabeled and c.batch_unlabeled > 0:
             self.unlabeled_stream = PatchStream(self.unlabeled_cases, self.patch, c.batch_unlabeled,
                                                 seed=c.seed + 7919, fg_ratio=0.0, augment=c.augment,
                                                 with_labels=False)
-        self._task_balanced = balanced
+
+    def _split_domains(self) -> dict[str, list[str]]:
+        ds = self.dataset
+        return {split: sorted({k.domain for k in cases if k.domain})
+                for split, cases in (("labeled", ds.training), ("unlabeled", ds.unlabeled), ("test", ds.test))}
+
+    def _class_fractions(self) -> list[float]:
+        counts = sum(np.bincount(k.label.ravel(), minlength=self.space.n_classes) for k in self.train_cases)
+        return [float(v) for v in counts / max(1, counts.sum())]
 
     # ---- loop ---------------------------------------------------------------------------------------
     def run(self) -> TrainResult:
@@ -224,9 +234,12 @@ class _Trainer:
         bar = tqdm(total=c.iterations, initial=start_it, disable=not c.progress, file=sys.stderr,
                    desc=f"{c.method}", dynamic_ncols=True, unit="it")
         last_dice = None
+        self.step_seconds = 0.0
         try:
             for it in range(start_it, c.iterations):
+                step_start = time.perf_counter()
                 losses = self._step(it)
+                self.step_seconds += time.perf_counter() - step_start
                 done = it + 1
                 bar.update(1)
                 bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items() if k in ("total", "supervised")})
@@ -283,7 +296,7 @@ class _Trainer:
         for case in self.val_cases:
             chosen = manifest["labels"]
             if manifest.get("prompted") and case.task >= 0:
-                chosen = [lab for lab in chosen if lab["task"] == self.space.tasks[case.task]]
+                chosen = [lab for lab in chosen if lab["task"] == self.space.task_names[case.task]]
             pred = predict_classes(net, manifest, case.image[0], self.device, chosen, overlap=self.cfg.val_overlap,
                                    use_amp=self.cfg.amp)
             for lab in chosen:
@@ -336,10 +349,10 @@ class _Trainer:
     def _manifest_for(self, net, class_space: bool = False) -> dict:
         """The model card. With class_space, label values are class indices (what validation compares)."""
         info = _read_label_info(self.cfg.label_info)
-        labels = [label_entry(n, (i + 1) if class_space else v, i, info.get(n), self.space.label_task.get(n))
+        labels = [label_entry(n, (i + 1) if class_space else v, i, info.get(n), self.space.task_of(n))
                   for i, (n, v) in enumerate(zip(self.space.names, self.space.values))]
-        tasks = [{"name": t, "index": i, "labels": [n for n in self.space.names if self.space.label_task.get(n) == t]}
-                 for i, t in enumerate(self.space.tasks)]
+        tasks = [{"name": t, "index": i, "labels": [n for n in self.space.names if self.space.task_of(n) == t]}
+                 for i, t in enumerate(self.space.task_names)]
         return {"labels": labels, "tasks": tasks, "prompted": bool(getattr(net, "prompted", False)),
                 "patch_size": [int(p) for p in self.patch], "preprocessing": self.prep.to_dict()}
 
@@ -376,7 +389,8 @@ class _Trainer:
         self.events.emit("done", model=str(c.out), seconds=seconds, best_dice=self.best["dice"],
                          best_iteration=self.best["iteration"], last_dice=last_dice)
         return TrainResult(Path(c.out), last_model if self.val_cases else None, c.iterations, seconds,
-                           self.best["dice"], self.best["iteration"], last_dice, peak, self.history)
+                           self.best["dice"], self.best["iteration"], last_dice, peak, self.history,
+                           self.step_seconds)
 
 
 def auto_patch(shapes: list[tuple[int, ...]], cap: int = 128) -> list[int]:

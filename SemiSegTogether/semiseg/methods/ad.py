@@ -258,8 +258,11 @@ class AggregatingDecoupling(Method):
         o = self.opts
         if o["setting"] != "auto":
             return o["setting"]
-        return ad_setting(self.context.n_classes, o["labeled_domains"] or [], o["unlabeled_domains"] or [],
-                          o["test_domains"] or [], o["class_fractions"], float(o["imbalance_ratio"]))
+        data = self.context.domains
+        return ad_setting(self.context.n_classes, o["labeled_domains"] or data.get("labeled", []),
+                          o["unlabeled_domains"] or data.get("unlabeled", []),
+                          o["test_domains"] or data.get("test", []),
+                          o["class_fractions"] or self.context.class_fractions, float(o["imbalance_ratio"]))
 
     def mu(self, step: int) -> float:
         length = int(round(self.rampup * self.context.total_iterations))

@@ -29,6 +29,11 @@ class MethodContext:
     n_domains: int = 1
     # For task-prompted methods: the class values each task annotates (background excluded).
     task_classes: list[list[int]] = field(default_factory=list)
+    # Domain names per split ({"labeled": [...], "unlabeled": [...], "test": [...]}, from dataset.json's
+    # per-case "domain") and the voxel fraction of each class in the labeled cases (background first):
+    # what methods that adapt to the setting (A&D) read.
+    domains: dict[str, list[str]] = field(default_factory=dict)
+    class_fractions: list[float] | None = None
     options: dict[str, Any] = field(default_factory=dict)
 
 

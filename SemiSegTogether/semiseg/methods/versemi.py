@@ -132,7 +132,8 @@ class VerSemi(Method):
     # -- helpers -----------------------------------------------------------------------------------
     def local_labels(self, label: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
         """Global class values → each sample's task-local channel index (0 for anything not its task's)."""
-        lab = label.long().clamp(0, self.local_lut.shape[1] - 1)
+        lab = label.long()
+        lab = torch.where((lab >= 0) & (lab < self.local_lut.shape[1]), lab, torch.zeros_like(lab))
         return self.local_lut[task.long()].gather(1, lab.flatten(1)).view_as(lab)
 
     def prompt(self, image: torch.Tensor, tasks: torch.Tensor) -> torch.Tensor:
@@ -193,7 +194,7 @@ class VerSemi(Method):
         fg = 1 - task_logits.softmax(2)[:, :, 0]
         return fg.max(1).values.clamp(0, 1)
 
-    def unlabeled_terms(self, labeled, unlabeled, task):
+    def unlabeled_terms(self, labeled, unlabeled):
         """Stage 2: (L_agg, L_cube, P_syn, P_agg, keep) on the unlabeled–labeled CutMix."""
         m = min(labeled["image"].shape[0], unlabeled["image"].shape[0])
         img_l, lab_l = labeled["image"][:m], labeled["label"][:m]
@@ -233,7 +234,7 @@ class VerSemi(Method):
                     "specific": l_spec.detach(), "stage": torch.tensor(1.0)}
         lo, hi = (float(v) for v in self.opts["mask_ratio_range"])
         l_syn_sup, _ = self.labeled_mix(image, label, task, lo + (hi - lo) * float(torch.rand(())), False)
-        l_agg, l_cube, *_ = self.unlabeled_terms(labeled, unlabeled, task)
+        l_agg, l_cube, *_ = self.unlabeled_terms(labeled, unlabeled)
         total = l_sup + l_agg + l_cube + l_syn_sup
         return {"total": total, "supervised": l_sup.detach(), "synthetic": l_syn_sup.detach(),
                 "aggregate_consistency": l_agg.detach(), "labeled_cube": l_cube.detach(),

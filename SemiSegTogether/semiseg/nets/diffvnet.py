@@ -19,7 +19,7 @@ diffusion path and the plain image paths.
 The module names mirror the released model so that a released checkpoint's state_dict loads as is, and
 `reference_layout=True` also keeps the modules the released model builds but never uses (the timestep MLP of
 the image stem, the fusion layer of the last stage of each block), so that the parameter count is the
-published one: 57,889,… parameters for 1 channel, 2 classes, n_filters 32 (the LA configuration).
+published one: 57,891,910 parameters for 1 channel, 2 classes, n_filters 32 (the LA configuration).
 With `reference_layout=False` those dead modules are left out (same function, fewer parameters; handy under
 DistributedDataParallel, which then needs no `find_unused_parameters`).
 

@@ -1,0 +1,271 @@
+"""`semiseg bench`: method against method on one dataset, several seeds, honest protocol.
+
+Each (method, seed) is trained with checkpoint selection on validation cases held out from the labeled
+set (never the test split); both the selected ("best") and the last checkpoint predict the test split,
+and the predictions are evaluated like `semiseg evaluate`. The report gives mean ± std over seeds of
+each seed's mean over test cases, plus time, speed and memory, and the figures.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import shlex
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from semiseg import __version__
+from semiseg.datasets import load_dataset
+from semiseg.devices import resolve_device
+from semiseg.errors import ConfigError
+from semiseg.evaluate import evaluate_folder
+from semiseg.events import _clean
+from semiseg.figures import dice_boxplot, overlay_figure, validation_curves
+from semiseg.infer import predict_volume
+from semiseg.io import read_label, read_volume, write_volume
+from semiseg.methods import method_class
+from semiseg.model import load_model
+from semiseg.train import TrainConfig, train
+
+# Settings per profile; command-line flags override them.
+PROFILES: dict[str, dict] = {
+    # la-dev on 2 CPU cores: 2 mm voxels (3.2× coarser than LA's 0.625 mm) and a small patch, so the two
+    # baselines at 3 seeds finish in about 45 minutes.
+    "cpu-lite": {"spacing": [2.0, 2.0, 2.0], "patch": [32, 48, 48], "iterations": 300, "val_every": 50,
+                 "batch_labeled": 2, "batch_unlabeled": 2, "overlap": 0.5, "options": {"n_filters": 16}},
+    # The LA protocol of BENCHMARKS.md §6: native 0.625 mm, patch 112×112×80, 15k iterations, batch 2+2,
+    # SGD 0.01 poly; meant for a GPU.
+    "paper": {"spacing": None, "patch": [80, 112, 112], "iterations": 15000, "val_every": 500,
+              "batch_labeled": 2, "batch_unlabeled": 2, "overlap": 0.5, "options": {}},
+    # Tiny, for tests and smoke runs on synthetic data.
+    "smoke": {"spacing": None, "patch": [32, 32, 32], "iterations": 4, "val_every": 2, "batch_labeled": 1,
+              "batch_unlabeled": 1, "overlap": 0.25, "options": {"n_filters": 4}},
+}
+METRICS = ("dice", "jaccard", "hd95_mm", "asd_mm", "hd95_vox", "asd_vox")
+CHECKPOINTS = ("best", "last")
+
+
+@dataclass
+class BenchSettings:
+    data: Path
+    name: str
+    methods: list[str]
+    seeds: list[int]
+    profile: str = "cpu-lite"
+    out: Path = Path("docs/benchmarks")
+    workdir: Path | None = None
+    device: str = "auto"
+    iterations: int | None = None
+    lcc: bool = False
+    options: dict | None = None
+    overwrite: bool = False
+    progress: bool = True
+    command: str = ""
+
+    def profile_settings(self) -> dict:
+        if self.profile not in PROFILES:
+            raise ConfigError(f"--profile {self.profile}: expected one of {', '.join(PROFILES)}")
+        settings = dict(PROFILES[self.profile])
+        if self.iterations:
+            settings["iterations"] = self.iterations
+            settings["val_every"] = max(1, min(settings["val_every"], self.iterations // 4 or 1))
+        settings["options"] = {**settings["options"], **(self.options or {})}
+        return settings
+
+
+def run_bench(args) -> Path:
+    """Entry from the CLI (argparse namespace)."""
+    settings = BenchSettings(
+        data=Path(args.data), name=args.name, methods=[m for m in args.methods.split(",") if m],
+        seeds=[int(s) for s in args.seeds.split(",") if s], profile=args.profile, out=Path(args.out),
+        workdir=Path(args.workdir) if args.workdir else None, device=args.device, iterations=args.iterations,
+        lcc=args.lcc, overwrite=args.overwrite, progress=not args.quiet,
+        command="semiseg " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+    return bench(settings)
+
+
+def bench(s: BenchSettings) -> Path:
+    p = s.profile_settings()
+    report_dir = s.out / s.name
+    work = s.workdir or Path("runs") / "bench" / s.name
+    for folder in (report_dir, work):
+        if folder.exists() and any(folder.iterdir()) and not s.overwrite:
+            raise ConfigError(f"{folder}: exists and is not empty (pass --overwrite or choose another --name)")
+    device = resolve_device(s.device)
+    ds = load_dataset(s.data)
+    if not any(c.label is not None for c in ds.test):
+        raise ConfigError(f"{s.data}: the test split has no labels to evaluate against")
+    runs = []
+    started = time.perf_counter()
+    for method in s.methods:
+        cls = method_class(method)
+        options = {k: v for k, v in p["options"].items() if k in cls.defaults}
+        for seed in s.seeds:
+            runs.append(_run_one(s, p, ds, method, options, seed, device, work))
+    results = _aggregate(s, p, ds, runs, device, time.perf_counter() - started)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    (report_dir / "results.json").write_text(json.dumps(_clean(results), indent=2) + "\n", encoding="utf-8")
+    _figures(report_dir, ds, runs, s)
+    (report_dir / "report.md").write_text(_report(results), encoding="utf-8")
+    return report_dir / "report.md"
+
+
+def _run_one(s, p, ds, method, options, seed, device, work) -> dict:
+    tag = f"{method}-s{seed}"
+    model = work / "models" / f"{tag}.semiseg"
+    cfg = TrainConfig(data=str(s.data), out=str(model), method=method, method_options=options,
+                      iterations=p["iterations"], batch_labeled=p["batch_labeled"],
+                      batch_unlabeled=p["batch_unlabeled"], patch=p["patch"], spacing=p["spacing"], seed=seed,
+                      device=str(device), val_every=p["val_every"], export_last=True, overwrite=s.overwrite,
+                      workdir=str(work / "checkpoints" / tag), events=str(work / "logs" / f"{tag}.jsonl"),
+                      progress=s.progress)
+    result = train_in_fresh_process(cfg)
+    run = {"method": method, "seed": seed, "options": options, "train_seconds": result.seconds,
+           "iterations": result.iterations,
+           "iterations_per_second": result.iterations / max(result.step_seconds, 1e-9),
+           "peak_memory_mb": result.peak_memory_mb, "best_iteration": result.best_iteration,
+           "best_validation_dice": result.best_dice, "last_validation_dice": result.last_dice,
+           "validation_curve": [(h["iteration"], h["dice"]) for h in result.history], "checkpoints": {}}
+    models = {"best": result.model, "last": result.last_model or result.model}
+    for ckpt, path in models.items():
+        net, manifest = load_model(path, device)
+        pred_dir = work / "predictions" / tag / ckpt
+        seconds = []
+        for case in ds.test:
+            label, stats = predict_volume(net, manifest, read_volume(case.image), device, overlap=p["overlap"],
+                                          lcc=s.lcc)
+            write_volume(label, pred_dir / case.image.name, overwrite=s.overwrite)
+            seconds.append(stats["seconds"])
+        metrics = evaluate_folder(pred_dir, s.data, split="test")
+        run["checkpoints"][ckpt] = {"predictions": str(pred_dir), "infer_seconds_per_volume": float(np.mean(seconds)),
+                                    "cases": {cid: m["mean"] for cid, m in metrics["cases"].items()},
+                                    "per_label": {cid: {k: v for k, v in m.items() if k != "mean"}
+                                                  for cid, m in metrics["cases"].items()}}
+    return run
+
+
+def train_in_fresh_process(cfg: TrainConfig):
+    """Each run in its own spawned process: its peak memory is its own (a process's peak resident memory
+    never goes down), and no state leaks from one run into the next."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(train, cfg).result()
+
+
+def _seed_means(runs: list[dict], ckpt: str, key: str) -> list[float]:
+    """Per run: the mean over test cases (NaN-free cases only) of one metric."""
+    out = []
+    for r in runs:
+        vals = [c[key] for c in r["checkpoints"][ckpt]["cases"].values() if c[key] == c[key]]
+        out.append(float(np.mean(vals)) if vals else float("nan"))
+    return out
+
+
+def _mean_std(values: list[float]) -> dict:
+    arr = np.array([v for v in values if v == v], dtype=float)
+    return {"mean": float(arr.mean()) if arr.size else float("nan"),
+            "std": float(arr.std(ddof=0)) if arr.size else float("nan"), "n": int(arr.size)}
+
+
+def _aggregate(s, p, ds, runs, device, seconds) -> dict:
+    table = {}
+    for method in s.methods:
+        mruns = [r for r in runs if r["method"] == method]
+        row = {ckpt: {k: _mean_std(_seed_means(mruns, ckpt, k)) for k in METRICS} for ckpt in CHECKPOINTS}
+        row["train_seconds"] = _mean_std([r["train_seconds"] for r in mruns])
+        row["iterations_per_second"] = _mean_std([r["iterations_per_second"] for r in mruns])
+        row["peak_memory_mb"] = _mean_std([r["peak_memory_mb"] for r in mruns])
+        row["infer_seconds_per_volume"] = _mean_std([r["checkpoints"]["best"]["infer_seconds_per_volume"]
+                                                     for r in mruns])
+        table[method] = row
+    n_val = max(1, round(0.2 * len(ds.training))) if len(ds.training) >= 3 else 0
+    cpu = platform.processor() or platform.machine()
+    device_text = (torch.cuda.get_device_name(device) if device.type == "cuda"
+                   else f"CPU {cpu}, {torch.get_num_threads()} threads")
+    return {
+        "name": s.name, "engine_version": __version__, "command": s.command, "profile": s.profile,
+        "dataset": {"path": str(s.data), "name": ds.name, "labeled": len(ds.training) - n_val, "validation": n_val,
+                    "unlabeled": len(ds.unlabeled), "test": len(ds.test), "labels": ds.foreground_labels},
+        "protocol": {**{k: v for k, v in p.items()}, "seeds": s.seeds, "lcc": s.lcc,
+                     "checkpoint_rule": "best = highest mean validation Dice on labeled cases held out from "
+                                        "training (never the test split); last = final iteration",
+                     "device": device_text, "torch": torch.__version__},
+        "total_seconds": seconds, "methods": table, "runs": runs,
+    }
+
+
+def _fmt(ms: dict, scale: float = 1.0, digits: int = 1) -> str:
+    if ms["mean"] != ms["mean"]:
+        return "n/a"
+    return f"{ms['mean'] * scale:.{digits}f} ± {ms['std'] * scale:.{digits}f}"
+
+
+def _report(r: dict) -> str:
+    d, p = r["dataset"], r["protocol"]
+    spacing = "native" if p["spacing"] is None else " × ".join(f"{v:g}" for v in p["spacing"]) + " mm"
+    lines = [
+        f"# Benchmark: {r['name']}", "",
+        f"Produced by `{r['command']}` (engine {r['engine_version']}, torch {p['torch']}), "
+        f"{r['total_seconds'] / 60:.1f} min in all.", "",
+        "## Protocol", "",
+        f"- Data: `{d['path']}` ({d['name']}): {d['labeled']} labeled for training + {d['validation']} labeled "
+        f"held out for validation, {d['unlabeled']} unlabeled, {d['test']} test cases; labels "
+        f"{', '.join(d['labels'])}.",
+        f"- Profile `{r['profile']}`: resampled to {spacing}; patch (d, h, w) {p['patch']}; {p['iterations']} "
+        f"iterations, batch {p['batch_labeled']} labeled + {p['batch_unlabeled']} unlabeled; validation every "
+        f"{p['val_every']} iterations; method options {p['options'] or 'defaults'}.",
+        f"- Checkpoints: {p['checkpoint_rule']}.",
+        f"- Inference: sliding window, overlap {p['overlap']}, Gaussian blending, on each image's own grid; "
+        f"post-processing: {'largest connected component' if p['lcc'] else 'none'}.",
+        f"- Seeds {p['seeds']}: every figure is the mean ± std over seeds of each seed's mean over the test cases.",
+        f"- Device: {p['device']}.",
+        "- Metrics: medpy-compatible (HD95 pooled 95th percentile; ASD directed prediction→truth), in mm and "
+        "in voxels of the original grid; Dice and Jaccard in %.", "",
+        "## Results", "",
+        "| method | checkpoint | Dice % | Jaccard % | HD95 mm | ASD mm | HD95 vox | ASD vox |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for method, row in r["methods"].items():
+        for ckpt in CHECKPOINTS:
+            m = row[ckpt]
+            lines.append(f"| {method} | {ckpt} | {_fmt(m['dice'], 100)} | {_fmt(m['jaccard'], 100)} | "
+                         f"{_fmt(m['hd95_mm'])} | {_fmt(m['asd_mm'])} | {_fmt(m['hd95_vox'])} | "
+                         f"{_fmt(m['asd_vox'])} |")
+    lines += ["", "| method | training min | iterations / s | peak memory MB | inference s / volume |",
+              "|---|---|---|---|---|"]
+    for method, row in r["methods"].items():
+        lines.append(f"| {method} | {_fmt(row['train_seconds'], 1 / 60)} | "
+                     f"{_fmt(row['iterations_per_second'], digits=2)} | {_fmt(row['peak_memory_mb'], digits=0)} | "
+                     f"{_fmt(row['infer_seconds_per_volume'], digits=2)} |")
+    lines += ["", "Training minutes include validation and checkpoints; iterations / s counts optimiser steps "
+              "alone. Peak memory is the training process's peak resident memory on CPU (it includes the "
+              "cached, preprocessed dataset) and the peak allocated GPU memory on CUDA.", "",
+              "## Figures", "", "![per-case Dice](dice_boxplot.png)", "", "![validation Dice](validation_curves.png)",
+              ""]
+    for method in r["methods"]:
+        lines += [f"![{method}](overlay_{method}.png)", ""]
+    lines += ["Raw numbers per run, checkpoint and case: `results.json`.", ""]
+    return "\n".join(lines)
+
+
+def _figures(report_dir: Path, ds, runs: list[dict], s: BenchSettings) -> None:
+    per_method = {m: [c["dice"] for r in runs if r["method"] == m
+                      for c in r["checkpoints"]["best"]["cases"].values()] for m in s.methods}
+    dice_boxplot(per_method, report_dir / "dice_boxplot.png",
+                 title=f"Per-case test Dice, best checkpoint, {len(s.seeds)} seed(s)")
+    validation_curves({m: [r["validation_curve"] for r in runs if r["method"] == m] for m in s.methods},
+                      report_dir / "validation_curves.png")
+    case = ds.test[0]
+    image, truth = read_volume(case.image), read_label(case.label)
+    for method in s.methods:
+        run = next(r for r in runs if r["method"] == method)
+        pred = read_label(Path(run["checkpoints"]["best"]["predictions"]) / case.image.name).array
+        overlay_figure(image.array, truth.array, {f"{method} (seed {run['seed']})": pred},
+                       report_dir / f"overlay_{method}.png", title=case.id, spacing_zyx=image.spacing_zyx)
