@@ -34,8 +34,9 @@ from semiseg.train import TrainConfig, train
 
 # Settings per profile; command-line flags override them.
 PROFILES: dict[str, dict] = {
-    # la-dev on 2 CPU cores: 2 mm voxels (3.2× coarser than LA's 0.625 mm) and a small patch, so the two
-    # baselines at 3 seeds finish in about 45 minutes.
+    # la-dev on 2 CPU cores: 2 mm voxels (3.2x coarser than LA's 0.625 mm, so a case is about 58x43x28) and a
+    # 32x48x48 patch that covers most of it; 300 iterations, so the two baselines at 3 seeds take about 10
+    # minutes and all six variants about 70 (measured, docs/benchmarks/la-dev-cpu-lite).
     "cpu-lite": {"spacing": [2.0, 2.0, 2.0], "patch": [32, 48, 48], "iterations": 300, "val_every": 50,
                  "batch_labeled": 2, "batch_unlabeled": 2, "overlap": 0.5, "options": {"n_filters": 16}},
     # The LA protocol of BENCHMARKS.md §6: native 0.625 mm, patch 112×112×80, 15k iterations, batch 2+2,
@@ -81,7 +82,7 @@ class BenchSettings:
 def run_bench(args) -> Path:
     """Entry from the CLI (argparse namespace)."""
     settings = BenchSettings(
-        data=Path(args.data), name=args.name, methods=[m for m in args.methods.split(",") if m],
+        data=Path(args.data), name=args.name, methods=split_methods(args.methods),
         seeds=[int(s) for s in args.seeds.split(",") if s], profile=args.profile, out=Path(args.out),
         workdir=Path(args.workdir) if args.workdir else None, device=args.device, iterations=args.iterations,
         lcc=args.lcc, overwrite=args.overwrite, progress=not args.quiet,
@@ -102,11 +103,12 @@ def bench(s: BenchSettings) -> Path:
         raise ConfigError(f"{s.data}: the test split has no labels to evaluate against")
     runs = []
     started = time.perf_counter()
-    for method in s.methods:
+    for variant in s.methods:
+        method, own = parse_variant(variant)
         cls = method_class(method)
-        options = {k: v for k, v in p["options"].items() if k in cls.defaults}
+        options = {**{k: v for k, v in p["options"].items() if k in cls.defaults}, **own}
         for seed in s.seeds:
-            runs.append(_run_one(s, p, ds, method, options, seed, device, work))
+            runs.append(_run_one(s, p, ds, variant, method, options, seed, device, work))
     results = _aggregate(s, p, ds, runs, device, time.perf_counter() - started)
     report_dir.mkdir(parents=True, exist_ok=True)
     (report_dir / "results.json").write_text(json.dumps(_clean(results), indent=2) + "\n", encoding="utf-8")
@@ -115,8 +117,39 @@ def bench(s: BenchSettings) -> Path:
     return report_dir / "report.md"
 
 
-def _run_one(s, p, ds, method, options, seed, device, work) -> dict:
-    tag = f"{method}-s{seed}"
+def slug(variant: str) -> str:
+    """A file-name-safe form of a method variant ('dual-contrast:released=true' → 'dual-contrast-released-true')."""
+    return "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in variant)
+
+
+def split_methods(text: str) -> list[str]:
+    """Methods separated by spaces; commas separate methods too unless they sit inside a variant's options."""
+    out = []
+    for word in text.split():
+        if ":" in word:
+            out.append(word)
+        else:
+            out += [m for m in word.split(",") if m]
+    return out
+
+
+def parse_variant(spec: str) -> tuple[str, dict]:
+    """'dual-contrast:released=true,confidence=0.7' → ('dual-contrast', {'released': True, 'confidence': 0.7})."""
+    method, _, rest = spec.partition(":")
+    options = {}
+    for pair in filter(None, rest.split(",")):
+        key, eq, value = pair.partition("=")
+        if not eq:
+            raise ConfigError(f"--methods {spec!r}: options are key=value")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return method, options
+
+
+def _run_one(s, p, ds, variant, method, options, seed, device, work) -> dict:
+    tag = f"{slug(variant)}-s{seed}"
     model = work / "models" / f"{tag}.semiseg"
     cfg = TrainConfig(data=str(s.data), out=str(model), method=method, method_options=options,
                       iterations=p["iterations"], batch_labeled=p["batch_labeled"],
@@ -125,7 +158,7 @@ def _run_one(s, p, ds, method, options, seed, device, work) -> dict:
                       workdir=str(work / "checkpoints" / tag), events=str(work / "logs" / f"{tag}.jsonl"),
                       progress=s.progress)
     result = train_in_fresh_process(cfg)
-    run = {"method": method, "seed": seed, "options": options, "train_seconds": result.seconds,
+    run = {"method": variant, "seed": seed, "options": options, "train_seconds": result.seconds,
            "iterations": result.iterations,
            "iterations_per_second": result.iterations / max(result.step_seconds, 1e-9),
            "peak_memory_mb": result.peak_memory_mb, "best_iteration": result.best_iteration,
@@ -250,7 +283,7 @@ def _report(r: dict) -> str:
               "## Figures", "", "![per-case Dice](dice_boxplot.png)", "", "![validation Dice](validation_curves.png)",
               ""]
     for method in r["methods"]:
-        lines += [f"![{method}](overlay_{method}.png)", ""]
+        lines += [f"![{method}](overlay_{slug(method)}.png)", ""]
     lines += ["Raw numbers per run, checkpoint and case: `results.json`.", ""]
     return "\n".join(lines)
 
@@ -268,4 +301,4 @@ def _figures(report_dir: Path, ds, runs: list[dict], s: BenchSettings) -> None:
         run = next(r for r in runs if r["method"] == method)
         pred = read_label(Path(run["checkpoints"]["best"]["predictions"]) / case.image.name).array
         overlay_figure(image.array, truth.array, {f"{method} (seed {run['seed']})": pred},
-                       report_dir / f"overlay_{method}.png", title=case.id, spacing_zyx=image.spacing_zyx)
+                       report_dir / f"overlay_{slug(method)}.png", title=case.id, spacing_zyx=image.spacing_zyx)

@@ -246,7 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="benchmark methods × seeds on one dataset; writes docs/benchmarks/NAME/")
     p.add_argument("--data", required=True, help="dataset folder or dataset.json (needs a labeled test split)")
     p.add_argument("--name", required=True, help="benchmark name (output folder under --out)")
-    p.add_argument("--methods", default="supervised,mean-teacher", help="comma-separated methods")
+    p.add_argument("--methods", default="supervised,mean-teacher",
+                   help="space- or comma-separated methods; a variant adds options after a colon, e.g. "
+                        "'supervised mean-teacher dual-contrast:released=true'")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
     p.add_argument("--profile", default="cpu-lite", choices=["cpu-lite", "paper", "smoke"],
                    help="cpu-lite: coarse spacing, small patch, 2 CPU cores; paper: LA protocol for a GPU")
