@@ -100,7 +100,25 @@ def _pngSize(path):
     return struct.unpack(">II", head[16:24])
 
 
-def test_render_together_panel_png():
+def _panelPath(tmp_path, name):
+    """Renders go to a temporary folder; with SEMISEG_UPDATE_DOCS_IMAGES=1 they replace docs/images/,
+    so a test run never changes tracked files by itself."""
+    if os.environ.get("SEMISEG_UPDATE_DOCS_IMAGES") == "1":
+        return os.path.join(h.ROOT, "docs", "images", name)
+    return str(tmp_path / name)
+
+
+def _cardManifest():
+    """The card shown in the rendered panel: a real model package's (SEMISEG_DOC_MODEL=path, used when
+    docs/images are updated), else the example of docs/contracts.md."""
+    path = os.environ.get("SEMISEG_DOC_MODEL")
+    if path:
+        from semiseg.model import read_manifest
+        return read_manifest(path)
+    return h.exampleManifest()
+
+
+def test_render_together_panel_png(tmp_path):
     pytest.importorskip("PySide6.QtUiTools")
     from PySide6.QtCore import Qt
     from PySide6.QtWidgets import QComboBox, QLabel, QLineEdit, QListWidget, QListWidgetItem
@@ -109,7 +127,7 @@ def test_render_together_panel_png():
 
     widget, error = h.loadUi(h.rewriteUi(open(h.uiPath("SemiSegTogether")).read(), preview=True))
     assert widget is not None, error
-    manifest = h.exampleManifest()  # the model card of docs/contracts.md, shown the way the module shows it
+    manifest = _cardManifest()
     widget.findChild(QComboBox, "modelComboBox").addItem(manifest["name"])
     widget.findChild(QLabel, "modelCardLabel").setText(ModelCard.fromManifest(manifest).html())
     prompts = widget.findChild(QListWidget, "promptsListWidget")
@@ -119,12 +137,12 @@ def test_render_together_panel_png():
         item.setCheckState(Qt.Checked)
         prompts.addItem(item)
     widget.findChild(QLineEdit, "modelsFolderPathLineEdit").setText("~/.semiseg/models")
-    path = os.path.join(h.ROOT, "docs", "images", "SemiSegTogether-panel.png")
+    path = _panelPath(tmp_path, "SemiSegTogether-panel.png")
     size = h.renderWidget(widget, path)
     assert _pngSize(path) == size and size[0] >= 400 and size[1] >= 600
 
 
-def test_render_trainer_panel_png():
+def test_render_trainer_panel_png(tmp_path):
     pytest.importorskip("PySide6.QtUiTools")
     from PySide6.QtWidgets import QComboBox, QLabel, QLineEdit, QTableWidget, QTableWidgetItem
 
@@ -142,7 +160,7 @@ def test_render_trainer_panel_png():
     options.setRowCount(0)
     widget.findChild(QLineEdit, "workFolderPathLineEdit").setText("~/.semiseg/training")
     assert isinstance(widget.findChild(QTableWidget, "labeledCasesTable").item(0, 0), (type(None), QTableWidgetItem))
-    path = os.path.join(h.ROOT, "docs", "images", "SemiSegTrainer-panel.png")
+    path = _panelPath(tmp_path, "SemiSegTrainer-panel.png")
     size = h.renderWidget(widget, path)
     assert _pngSize(path) == size and size[1] >= 600
 

@@ -1,0 +1,124 @@
+"""Supervised and Mean Teacher: the mechanisms, not just that they run."""
+
+import copy
+
+import pytest
+import torch
+
+from semiseg.errors import ConfigError
+from semiseg.methods import MethodContext, build_method, describe_methods, method_names
+from semiseg.methods.base import ema_update, sigmoid_rampup
+
+
+def context(**options):
+    return MethodContext(n_classes=2, total_iterations=100, options={"n_filters": 4, **options})
+
+
+def batch(seed=0, b=2, shape=(16, 16, 16)):
+    g = torch.Generator().manual_seed(seed)
+    image = torch.randn(b, 1, *shape, generator=g)
+    label = (image[:, 0] > 0.5).long()
+    return {"image": image, "label": label}, {"image": torch.randn(b, 1, *shape, generator=g)}
+
+
+def test_registry_lists_every_method_with_options():
+    assert method_names()[:2] == ["supervised", "mean-teacher"]
+    assert {"ad", "versemi", "dual-contrast"} <= set(method_names())
+    described = {m["name"]: m for m in describe_methods()}
+    assert described["mean-teacher"]["options"]["ema_decay"]["default"] == 0.99
+    assert all(m["description"] for m in described.values())
+
+
+def test_unknown_method_and_unknown_option_are_clear_errors():
+    with pytest.raises(ConfigError, match="unknown method"):
+        build_method("fixmatch", context())
+    with pytest.raises(ConfigError, match="no option"):
+        build_method("mean-teacher", context(ema_decai=0.9))
+
+
+def test_supervised_ignores_unlabeled_data():
+    method = build_method("supervised", context())
+    labeled, unlabeled = batch()
+    assert not method.uses_unlabeled
+    torch.manual_seed(0)
+    a = method.training_step(labeled, None, 0)["total"]
+    torch.manual_seed(0)
+    b = method.training_step(labeled, unlabeled, 0)["total"]
+    assert torch.equal(a, b)
+
+
+def test_ema_update_covers_parameters_and_batchnorm_buffers():
+    method = build_method("mean-teacher", context())
+    student, teacher = method.net, method.teacher
+    with torch.no_grad():
+        for p in student.parameters():
+            p.add_(1.0)
+    labeled, _ = batch()
+    student.train()
+    student(labeled["image"])  # moves BatchNorm running statistics
+    before = copy.deepcopy(teacher.state_dict())
+    ema_update(teacher, student, 0.9)
+    after, s = teacher.state_dict(), student.state_dict()
+    for key, value in after.items():
+        if value.dtype.is_floating_point:
+            assert torch.allclose(value, 0.9 * before[key] + 0.1 * s[key], atol=1e-6), key
+        else:
+            assert torch.equal(value, s[key]), key  # num_batches_tracked is copied
+    assert any("running_mean" in k for k in after)
+
+
+def test_teacher_decay_ramps_up_to_the_configured_value():
+    method = build_method("mean-teacher", context(ema_decay=0.99))
+    with torch.no_grad():
+        for p in method.net.parameters():
+            p.fill_(1.0)
+        for p in method.teacher.parameters():
+            p.fill_(0.0)
+    method.after_optimizer_step(0)  # decay min(1 - 1/2, 0.99) = 0.5
+    assert torch.allclose(next(method.teacher.parameters()), torch.tensor(0.5))
+
+
+def test_unlabeled_consistency_reaches_the_student_and_not_the_teacher():
+    # Same weights, same batch, same teacher noise; only the consistency weight differs.
+    on = build_method("mean-teacher", context(consistency=1.0, rampup=0.0))
+    off = build_method("mean-teacher", context(consistency=0.0, rampup=0.0))
+    off.load_state_dict(on.state_dict())
+    with torch.no_grad():  # a teacher that disagrees with the student, so the consistency term is not ~0
+        for p in on.teacher.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    off.teacher.load_state_dict(on.teacher.state_dict())
+    labeled, unlabeled = batch()
+    grads = []
+    for method in (on, off):
+        torch.manual_seed(0)
+        method.training_step(labeled, unlabeled, 50)["total"].backward()
+        assert all(p.grad is None for p in method.teacher.parameters())
+        grads.append(torch.cat([p.grad.flatten() for p in method.net.parameters()]))
+    assert not torch.allclose(grads[0], grads[1])
+
+
+def test_consistency_weight_follows_the_sigmoid_ramp():
+    method = build_method("mean-teacher", context(consistency=0.1, rampup=0.5))
+    assert method.consistency_weight(0) == pytest.approx(0.1 * sigmoid_rampup(0, 50))
+    assert method.consistency_weight(25) == pytest.approx(0.1 * torch.exp(torch.tensor(-5 * 0.25)).item())
+    assert method.consistency_weight(50) == pytest.approx(0.1)
+    assert method.consistency_weight(99) == pytest.approx(0.1)
+
+
+def test_teacher_is_in_the_checkpointed_state():
+    method = build_method("mean-teacher", context())
+    keys = method.state_dict().keys()
+    assert any(k.startswith("teacher.") for k in keys) and any(k.startswith("net.") for k in keys)
+    with torch.no_grad():
+        next(method.teacher.parameters()).fill_(3.0)
+    restored = build_method("mean-teacher", context())
+    restored.load_state_dict(method.state_dict())
+    assert torch.equal(next(restored.teacher.parameters()), next(method.teacher.parameters()))
+
+
+def test_inference_network_is_student_or_teacher_as_configured():
+    assert build_method("mean-teacher", context()).inference_network() is not None
+    m = build_method("mean-teacher", context(inference="teacher"))
+    assert m.inference_network() is m.teacher
+    m = build_method("mean-teacher", context())
+    assert m.inference_network() is m.net
