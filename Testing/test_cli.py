@@ -269,3 +269,17 @@ def test_cuda_on_a_cpu_only_machine(capsys, command, tiny_dataset, tiny_model, t
     assert "--device cuda" in err and "CUDA is not available" in err
     assert_no_traceback(out, err)
     assert not (tmp_path / "m.semiseg").exists() and not (tmp_path / "o.nii.gz").exists()
+
+
+def test_synthetic_writes_a_two_task_multi_domain_dataset(tmp_path, capsys):
+    out = tmp_path / "two-task"
+    assert main(["synthetic", str(out), "--labeled", "2", "--unlabeled", "1", "--test", "1", "--shape", "16,16,16",
+                 "--tasks", "organs=organ,vessel;lesions=lesion", "--labeled-domains", "scanner-a,scanner-b",
+                 "--test-domains", "scanner-c"]) == 0
+    spec = json.loads((out / "dataset.json").read_text())
+    assert spec["tasks"] == {"organs": ["organ", "vessel"], "lesions": ["lesion"]}
+    assert [c["task"] for c in spec["training"]] == ["organs", "lesions"]
+    assert [c["domain"] for c in spec["training"]] == ["scanner-a", "scanner-b"]
+    assert spec["test"][0]["domain"] == "scanner-c"
+    assert main(["synthetic", str(out), "--tasks", "organs"]) == 2
+    assert "expected task=label" in capsys.readouterr().err

@@ -30,9 +30,8 @@ def window_count(shape: Sequence[int], patch: Sequence[int], overlap: float) -> 
     """How many windows MONAI's sliding window visits (for progress reporting)."""
     total = 1
     for size, roi in zip(shape, patch):
-        roi = min(roi, size) if size < roi else roi
-        interval = max(int(roi * (1 - overlap)), 1)
-        total *= 1 if size <= roi else math.ceil((size - roi) / interval) + 1
+        if size > roi:  # a smaller axis is padded to one window
+            total *= math.ceil((size - roi) / max(int(roi * (1 - overlap)), 1)) + 1
     return total
 
 
