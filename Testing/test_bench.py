@@ -65,3 +65,16 @@ def test_refuses_to_overwrite_an_existing_report(bench_run):
     settings, _, _ = bench_run
     with pytest.raises(ConfigError, match="not empty"):
         bench(settings)
+
+
+def test_resume_reuses_finished_runs_with_the_same_settings(bench_run, tmp_path):
+    settings, _, results = bench_run
+    from dataclasses import replace
+    again = replace(settings, out=tmp_path / "docs", resume=True, methods=["supervised"])
+    report = bench(again)
+    rerun = json.loads((report.parent / "results.json").read_text())
+    assert [r["train_seconds"] for r in rerun["runs"]] == \
+        [r["train_seconds"] for r in results["runs"] if r["method"] == "supervised"]
+    changed = replace(again, out=tmp_path / "docs2", seeds=[0], iterations=2)
+    rerun = json.loads((bench(changed).parent / "results.json").read_text())
+    assert rerun["runs"][0]["iterations"] == 2  # different settings: trained again, not reused

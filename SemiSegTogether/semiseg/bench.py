@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import platform
 import shlex
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 
 from semiseg import __version__
+from semiseg.atomic import atomic_path
 from semiseg.datasets import load_dataset
 from semiseg.devices import resolve_device
 from semiseg.errors import ConfigError
@@ -65,6 +67,7 @@ class BenchSettings:
     lcc: bool = False
     options: dict | None = None
     overwrite: bool = False
+    resume: bool = False
     progress: bool = True
     command: str = ""
 
@@ -85,7 +88,7 @@ def run_bench(args) -> Path:
         data=Path(args.data), name=args.name, methods=split_methods(args.methods),
         seeds=[int(s) for s in args.seeds.split(",") if s], profile=args.profile, out=Path(args.out),
         workdir=Path(args.workdir) if args.workdir else None, device=args.device, iterations=args.iterations,
-        lcc=args.lcc, overwrite=args.overwrite, progress=not args.quiet,
+        lcc=args.lcc, overwrite=args.overwrite, resume=args.resume, progress=not args.quiet,
         command="semiseg " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     return bench(settings)
 
@@ -94,9 +97,11 @@ def bench(s: BenchSettings) -> Path:
     p = s.profile_settings()
     report_dir = s.out / s.name
     work = s.workdir or Path("runs") / "bench" / s.name
-    for folder in (report_dir, work):
-        if folder.exists() and any(folder.iterdir()) and not s.overwrite:
-            raise ConfigError(f"{folder}: exists and is not empty (pass --overwrite or choose another --name)")
+    if report_dir.exists() and any(report_dir.iterdir()) and not s.overwrite:
+        raise ConfigError(f"{report_dir}: exists and is not empty (pass --overwrite or choose another --name)")
+    if work.exists() and any(work.iterdir()) and not (s.overwrite or s.resume):
+        raise ConfigError(f"{work}: exists and is not empty (pass --resume to reuse its finished runs, "
+                          f"--overwrite to start again, or choose another --name)")
     device = resolve_device(s.device)
     ds = load_dataset(s.data)
     if not any(c.label is not None for c in ds.test):
@@ -108,7 +113,7 @@ def bench(s: BenchSettings) -> Path:
         cls = method_class(method)
         options = {**{k: v for k, v in p["options"].items() if k in cls.defaults}, **own}
         for seed in s.seeds:
-            runs.append(_run_one(s, p, ds, variant, method, options, seed, device, work))
+            runs.append(_cached_run(s, p, ds, variant, method, options, seed, device, work))
     results = _aggregate(s, p, ds, runs, device, time.perf_counter() - started)
     report_dir.mkdir(parents=True, exist_ok=True)
     (report_dir / "results.json").write_text(json.dumps(_clean(results), indent=2) + "\n", encoding="utf-8")
@@ -148,13 +153,35 @@ def parse_variant(spec: str) -> tuple[str, dict]:
     return method, options
 
 
+def _cached_run(s, p, ds, variant, method, options, seed, device, work) -> dict:
+    """A finished run of the same settings is reused under --resume (each run's results are written as
+    soon as it ends, so an interrupted benchmark loses at most the run in progress)."""
+    key = {"data": str(Path(s.data).resolve()), "profile": {k: v for k, v in p.items() if k != "options"},
+           "method": method, "options": options, "seed": seed, "lcc": s.lcc, "device": str(device),
+           "engine_version": __version__}
+    record = work / "runs" / f"{slug(variant)}-s{seed}.json"
+    if s.resume and record.exists():
+        saved = json.loads(record.read_text(encoding="utf-8"))
+        if saved.get("key") == json.loads(json.dumps(key)):
+            return saved["run"]
+    run = _run_one(s, p, ds, variant, method, options, seed, device, work)
+    record.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(record, ".json") as tmp:
+        tmp.write_text(json.dumps(_clean({"key": key, "run": run}), indent=2) + "\n", encoding="utf-8")
+    return run
+
+
 def _run_one(s, p, ds, variant, method, options, seed, device, work) -> dict:
     tag = f"{slug(variant)}-s{seed}"
     model = work / "models" / f"{tag}.semiseg"
+    # Anything left by an unfinished run of this tag is ours to replace: it starts again from scratch.
+    shutil.rmtree(work / "checkpoints" / tag, ignore_errors=True)
+    for stale in (model, model.with_name(f"{tag}-last.semiseg"), work / "predictions" / tag):
+        shutil.rmtree(stale, ignore_errors=True)
     cfg = TrainConfig(data=str(s.data), out=str(model), method=method, method_options=options,
                       iterations=p["iterations"], batch_labeled=p["batch_labeled"],
                       batch_unlabeled=p["batch_unlabeled"], patch=p["patch"], spacing=p["spacing"], seed=seed,
-                      device=str(device), val_every=p["val_every"], export_last=True, overwrite=s.overwrite,
+                      device=str(device), val_every=p["val_every"], export_last=True,
                       workdir=str(work / "checkpoints" / tag), events=str(work / "logs" / f"{tag}.jsonl"),
                       progress=s.progress)
     result = train_in_fresh_process(cfg)
@@ -172,7 +199,7 @@ def _run_one(s, p, ds, variant, method, options, seed, device, work) -> dict:
         for case in ds.test:
             label, stats = predict_volume(net, manifest, read_volume(case.image), device, overlap=p["overlap"],
                                           lcc=s.lcc)
-            write_volume(label, pred_dir / case.image.name, overwrite=s.overwrite)
+            write_volume(label, pred_dir / case.image.name)
             seconds.append(stats["seconds"])
         metrics = evaluate_folder(pred_dir, s.data, split="test")
         run["checkpoints"][ckpt] = {"predictions": str(pred_dir), "infer_seconds_per_volume": float(np.mean(seconds)),

@@ -41,6 +41,31 @@ def cmd_check(args) -> int:
     return 0
 
 
+def _tasks(text: str | None) -> dict | None:
+    """'organs=organ,vessel;lesions=lesion' → {"organs": ["organ", "vessel"], "lesions": ["lesion"]}."""
+    if not text:
+        return None
+    tasks = {}
+    for part in filter(None, text.split(";")):
+        name, eq, labels = part.partition("=")
+        if not eq:
+            raise SemiSegError(f"--tasks {text!r}: expected task=label,label;task=label")
+        tasks[name.strip()] = [v.strip() for v in labels.split(",") if v.strip()]
+    return tasks
+
+
+def cmd_synthetic(args) -> int:
+    from semiseg.synthetic import make_dataset
+    split = lambda text: tuple(v for v in (text or "").split(",") if v) or None  # noqa: E731
+    out = make_dataset(Path(args.out), n_labeled=args.labeled, n_unlabeled=args.unlabeled, n_test=args.test,
+                       shape=tuple(args.shape), seed=args.seed,
+                       labeled_domains=split(args.labeled_domains) or ("scanner-a",),
+                       unlabeled_domains=split(args.unlabeled_domains), test_domains=split(args.test_domains),
+                       tasks=_tasks(args.tasks), overwrite=args.overwrite)
+    print(f"wrote {out}")
+    return 0
+
+
 def cmd_convert(args) -> int:
     from semiseg.convert import convert_la_h5
     out = convert_la_h5(Path(args.src), Path(args.dst), n_labeled=args.labeled, overwrite=args.overwrite)
@@ -84,12 +109,72 @@ def _train_config(args, **overrides):
         fg_ratio=args.fg_ratio, augment=args.augment, **overrides)
 
 
+DDP_HELP = """\
+Several GPUs (DistributedDataParallel, PyTorch's own engine):
+  semiseg train --gpus N ...                 one machine, N processes (runs torchrun --standalone)
+  torchrun --nproc_per_node N [--nnodes M --rdzv-backend c10d --rdzv-endpoint HOST:PORT] -m semiseg train ...
+NCCL on CUDA (one GPU per process), gloo on CPU. --batch-labeled and --batch-unlabeled are per process:
+the global batch is N x these. The learning rate is not scaled for you: to keep a single-GPU recipe, divide
+the per-process batch by N (same global batch, same --lr); if you keep the per-process batch, the global
+batch grows N-fold -- raise --lr by up to N (linear rule; SGD) or sqrt(N) (Adam), or keep it and accept
+slower-moving training. --iterations counts optimiser steps, whatever N. Validation, checkpoints, events
+and the model package come from rank 0; --resume needs the same N. See docs/distributed.md.
+"""
+
+
+def _launch_torchrun(args) -> int:
+    """`semiseg train --gpus N ...` → `python -m torch.distributed.run --standalone --nproc_per_node N -m semiseg
+    train <the same arguments without --gpus>`; forwards SIGINT/SIGTERM (cancel) to it and returns its exit code."""
+    import signal
+    import subprocess
+    argv = list(getattr(args, "raw_argv", None) or sys.argv[1:])
+    rest, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--gpus":
+            skip = True
+        elif not a.startswith("--gpus="):
+            rest.append(a)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.gpus}",
+           "-m", "semiseg", *rest]
+    proc = subprocess.Popen(cmd)
+    previous = {}
+
+    def forward(signum, frame):
+        if proc.poll() is None:
+            proc.send_signal(signum)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous[sig] = signal.signal(sig, forward)
+    try:
+        code = proc.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if code != 0:
+        print(f"semiseg train: the distributed run ({args.gpus} processes) failed with exit code {code}; the "
+              f"failing rank's error is above (torchrun stops the other ranks)", file=sys.stderr)
+    return 2 if code != 0 else 0
+
+
 def cmd_train(args) -> int:
+    from semiseg import distributed
+    if args.gpus is not None:
+        if args.gpus < 1:
+            raise SemiSegError("--gpus must be at least 1")
+        if distributed.launched_by_torchrun():
+            raise SemiSegError("--gpus: already running under torchrun; leave --gpus out (torchrun's "
+                               "--nproc_per_node sets the process count)")
+        if args.gpus > 1:
+            return _launch_torchrun(args)
     from semiseg.train import train
     cfg = _train_config(args, seed=args.seed, workdir=args.workdir, resume=args.resume, events=args.events,
                         label_info=args.label_info, name=args.name, overwrite=args.overwrite,
-                        progress=not args.quiet)
+                        progress=not args.quiet, sync_bn=args.sync_bn, dist_timeout=args.dist_timeout)
     result = train(cfg)
+    if distributed.launch_rank() != 0:
+        return 0  # rank 0 reports
     best = f"best validation Dice {result.best_dice:.4f} at {result.best_iteration}" if result.best_dice is not None \
         else "no validation cases"
     print(f"wrote {result.model} ({result.iterations} iterations, {result.seconds:.0f} s, {best})")
@@ -193,6 +278,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.set_defaults(func=cmd_demo)
 
+    p = sub.add_parser("synthetic", help="generate a phantom dataset (tasks and scanner domains optional)")
+    p.add_argument("out", help="new dataset folder")
+    p.add_argument("--labeled", type=int, default=4)
+    p.add_argument("--unlabeled", type=int, default=8)
+    p.add_argument("--test", type=int, default=4)
+    p.add_argument("--shape", type=_csv_ints, default=[48, 48, 48], help="d,h,w (default 48,48,48)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tasks", help="label subsets per task, e.g. 'organs=organ,vessel;lesions=lesion' "
+                                   "(each labeled case is annotated for one task only)")
+    p.add_argument("--labeled-domains", help="scanner domains of labeled cases (scanner-a, scanner-b, scanner-c)")
+    p.add_argument("--unlabeled-domains", help="scanner domains of unlabeled cases (default: the labeled ones)")
+    p.add_argument("--test-domains", help="scanner domains of test cases (default: the labeled ones)")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_synthetic)
+
     p = sub.add_parser("check", help="validate a dataset (folder or dataset.json) and print a summary")
     p.add_argument("data", help="dataset folder or dataset.json")
     p.set_defaults(func=cmd_check)
@@ -205,7 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_convert)
 
-    p = sub.add_parser("train", help="train a model; writes a NAME.semiseg model package")
+    p = sub.add_parser("train", help="train a model; writes a NAME.semiseg model package", epilog=DDP_HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="dataset folder or dataset.json")
     p.add_argument("--method", default="mean-teacher", help="training method (see `semiseg methods`)")
     p.add_argument("--out", required=True, help="model package to write, e.g. models/la.semiseg")
@@ -217,6 +318,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="model name in the model card")
     p.add_argument("--overwrite", action="store_true", help="replace an existing model package")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--gpus", type=int, metavar="N", help="train with N processes on this machine (DDP via "
+                   "torchrun --standalone; N GPUs on CUDA, else N CPU processes with gloo). Batch sizes are per "
+                   "process: global batch = N x --batch-labeled / --batch-unlabeled; the learning rate is not "
+                   "scaled (see below)")
+    p.add_argument("--sync-bn", action="store_true", help="distributed on CUDA: SyncBatchNorm, BatchNorm "
+                   "statistics over the global batch (advised when a GPU holds only 1-2 3D patches)")
+    p.add_argument("--dist-timeout", type=float, default=1800.0, metavar="SECONDS",
+                   help="distributed: how long a rank waits for the others in a collective before the run fails "
+                        "with an error (default 1800; must exceed the longest validation)")
     add_train_arguments(p)
     p.set_defaults(func=cmd_train)
 
@@ -257,6 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lcc", action="store_true", help="largest-connected-component post-processing")
     p.add_argument("--out", default="docs/benchmarks", help="reports folder (default docs/benchmarks)")
     p.add_argument("--workdir", help="models, checkpoints and predictions (default runs/bench/NAME)")
+    p.add_argument("--resume", action="store_true", help="reuse the finished runs in --workdir whose settings "
+                                                         "match; rerun the rest")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_bench)
@@ -270,6 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.raw_argv = list(argv) if argv is not None else sys.argv[1:]
     try:
         return args.func(args) or 0
     except SemiSegError as exc:

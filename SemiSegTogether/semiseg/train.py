@@ -3,6 +3,11 @@
 Every method plugs in through `semiseg.methods` (see methods/base.py); this loop never special-cases
 one. It owns the optimiser and schedule, AMP (CUDA only), validation on held-out labeled cases,
 atomic best/last checkpoints, `--resume`, the progress bar and the JSON events.
+
+Under torchrun (several processes) it trains with DistributedDataParallel (semiseg.distributed): every rank
+draws its own labeled and unlabeled streams (seeded per rank), the method's trainable module is wrapped in one
+DDP (its forward passes go through `method.step_net`), buffers are made equal after each step so EMA teachers
+stay identical, and validation, checkpoints, events and the model package are written by rank 0 only.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from semiseg import distributed
 from semiseg.atomic import atomic_path
 from semiseg.datasets import load_dataset
 from semiseg.devices import amp_enabled, resolve_device
@@ -73,6 +79,9 @@ class TrainConfig:
     overwrite: bool = False
     export_last: bool = False
     progress: bool = True
+    # Distributed (torchrun): batch sizes are per rank; the global batch is world_size × these.
+    sync_bn: bool = False  # convert BatchNorm to SyncBatchNorm (statistics over the global batch; CUDA only)
+    dist_timeout: float = distributed.DEFAULT_TIMEOUT_S  # seconds a collective may wait for another rank
 
     def workdir_path(self) -> Path:
         return Path(self.workdir) if self.workdir else Path(str(self.out).rstrip("/") + ".work")
@@ -97,24 +106,38 @@ class Cancelled(SemiSegError):
 
 
 def train(cfg: TrainConfig) -> TrainResult:
-    events = EventWriter(cfg.events, append=cfg.resume)
+    # Under torchrun only rank 0 writes events (and everything else the user sees).
+    events = EventWriter(cfg.events if distributed.launch_rank() == 0 else None, append=cfg.resume)
+    joined_here = not distributed.is_initialized()
     try:
         return _Trainer(cfg, events).run()
     except Cancelled as exc:
         events.emit("error", message=str(exc))
         raise
     except Exception as exc:
+        if distributed.is_initialized() and distributed.is_collective_failure(exc):
+            clear = distributed.DistributedError(
+                f"rank {distributed.rank()} of {distributed.world_size()}: another rank stopped or did not answer "
+                f"within --dist-timeout {cfg.dist_timeout:g} s (its own error is in its log above); the last "
+                f"checkpoint is in {cfg.workdir_path()} (continue with --resume). Detail: {exc}")
+            events.emit("error", message=str(clear))
+            raise clear from exc
         events.emit("error", message=f"{type(exc).__name__}: {exc}")
         raise
     finally:
         events.close()
+        if joined_here:
+            distributed.cleanup()
 
 
 class _Trainer:
     def __init__(self, cfg: TrainConfig, events: EventWriter):
         self.cfg, self.events = cfg, events
         self._validate_config()
-        self.device = resolve_device(cfg.device)
+        # Joins the process group under torchrun (NCCL on CUDA with cuda:LOCAL_RANK, gloo on CPU).
+        self.device = distributed.setup(resolve_device(cfg.device), cfg.dist_timeout)
+        self.rank, self.world_size = distributed.rank(), distributed.world_size()
+        self.is_main = self.rank == 0
         self.amp = amp_enabled(self.device, cfg.amp)
         self.workdir = cfg.workdir_path()
         self.last_ckpt, self.best_ckpt = self.workdir / "last.pt", self.workdir / "best.pt"
@@ -127,6 +150,10 @@ class _Trainer:
         self._seed(cfg.seed)
         self._load_data()
         self._build()
+        if self.world_size > 1:
+            # Same initial weights on every rank (seeded alike above; DDP also broadcasts rank 0's), then
+            # each rank its own random stream for noise, dropout and masks.
+            torch.manual_seed(cfg.seed + 1_000_003 * self.rank)
         self._cancel = False
 
     # ---- set-up -------------------------------------------------------------------------------------
@@ -142,6 +169,8 @@ class _Trainer:
             raise ConfigError(f"--optimizer {c.optimizer}: expected one of {OPTIMIZERS}")
         if c.schedule is not None and c.schedule not in SCHEDULES:
             raise ConfigError(f"--schedule {c.schedule}: expected one of {SCHEDULES}")
+        if c.dist_timeout <= 0:
+            raise ConfigError("--dist-timeout must be a positive number of seconds")
 
     def _seed(self, seed: int) -> None:
         random.seed(seed)
@@ -170,6 +199,7 @@ class _Trainer:
         if self.method.uses_unlabeled and not self.unlabeled_cases:
             raise ConfigError(f"method {c.method!r} learns from unlabeled images, but {c.data} lists none "
                               f"(add an 'unlabeled' list or imagesUn/, or use --method supervised)")
+        self.ddp = self._wrap_distributed()
         pref = dict(self.method.preferred_optimizer)
         self.opt_name = c.optimizer or pref.get("optimizer", "sgd")
         lr = c.lr if c.lr is not None else pref.get("lr", 1e-2 if self.opt_name == "sgd" else 1e-3)
@@ -195,13 +225,44 @@ class _Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp)
         self.labeled_stream = PatchStream(self.train_cases, self.patch, c.batch_labeled, seed=c.seed,
-                                          fg_ratio=c.fg_ratio, augment=c.augment, with_labels=True,
+                                          rank=self.rank, fg_ratio=c.fg_ratio, augment=c.augment, with_labels=True,
                                           task_balanced=bool(self.method.opts.get("task_balanced", False)))
         self.unlabeled_stream = None
         if self.method.uses_unlabeled and c.batch_unlabeled > 0:
             self.unlabeled_stream = PatchStream(self.unlabeled_cases, self.patch, c.batch_unlabeled,
-                                                seed=c.seed + 7919, fg_ratio=0.0, augment=c.augment,
+                                                seed=c.seed + 7919, rank=self.rank, fg_ratio=0.0,
+                                                augment=c.augment,
                                                 with_labels=False)
+
+    def _wrap_distributed(self):
+        """Under torchrun: SyncBatchNorm (optional) and one DDP around the method's trainable module, which the
+        method's forward passes then go through (`set_step_net`). Single process: nothing."""
+        trainable = self.method.trainable()
+        if self.cfg.sync_bn and self.world_size > 1:
+            if self.device.type != "cuda":
+                raise ConfigError("--sync-bn: SyncBatchNorm runs on CUDA only; on CPU use a method's norm=instance "
+                                  "or norm=group option instead")
+            # In place on the trainable module (its parameters and buffers are kept, so the EMA teacher copies
+            # made at build time and the checkpoint keys are unaffected); before the optimiser is built.
+            converted = torch.nn.SyncBatchNorm.convert_sync_batchnorm(trainable)
+            if converted is not trainable:
+                raise ConfigError(f"--sync-bn: method {self.cfg.method!r}'s trainable module is itself a BatchNorm")
+        if self.world_size == 1:
+            return None
+        import inspect
+
+        from torch.nn.parallel import DistributedDataParallel
+        # Buffers are broadcast once after each step instead of before every forward pass (see _step): methods
+        # run several passes per step, and the EMA teacher reads the buffers after the step.
+        no_forward_sync = ({"forward_sync_buffers": False}
+                           if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+                           else {"broadcast_buffers": False})  # PyTorch before forward_sync_buffers
+        ddp = DistributedDataParallel(
+            trainable, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+            find_unused_parameters=bool(self.method.ddp_find_unused_parameters),
+            static_graph=bool(self.method.ddp_static_graph), **no_forward_sync)
+        self.method.set_step_net(ddp)
+        return ddp
 
     def _split_domains(self) -> dict[str, list[str]]:
         ds = self.dataset
@@ -222,7 +283,9 @@ class _Trainer:
         self.events.emit("start", total_iterations=c.iterations, start_iteration=start_it, method=c.method,
                          device=str(self.device), patch=self.patch, labeled=len(self.train_cases),
                          validation=len(self.val_cases), unlabeled=len(self.unlabeled_cases),
-                         amp=self.amp, resumed=bool(c.resume))
+                         amp=self.amp, resumed=bool(c.resume), world_size=self.world_size,
+                         global_batch_labeled=c.batch_labeled * self.world_size,
+                         global_batch_unlabeled=c.batch_unlabeled * self.world_size)
         ckpt_every = c.checkpoint_every or c.val_every
         emit_every = max(1, c.iterations // 500)
         t0 = time.perf_counter() - elapsed_before
@@ -231,7 +294,7 @@ class _Trainer:
         previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
         for sig in previous:
             signal.signal(sig, self._on_signal)
-        bar = tqdm(total=c.iterations, initial=start_it, disable=not c.progress, file=sys.stderr,
+        bar = tqdm(total=c.iterations, initial=start_it, disable=not (c.progress and self.is_main), file=sys.stderr,
                    desc=f"{c.method}", dynamic_ncols=True, unit="it")
         last_dice = None
         self.step_seconds = 0.0
@@ -250,7 +313,13 @@ class _Trainer:
                                      lr=self.optimizer.param_groups[0]["lr"],
                                      eta_seconds=(c.iterations - done) / max(rate, 1e-9))
                 if self.val_cases and (done % c.val_every == 0 or done == c.iterations):
-                    last_dice = self._validate(done)
+                    if self.is_main:
+                        last_dice = self._validate(done)
+                    distributed.barrier()  # no rank runs ahead into the next step's collectives
+                if self.world_size > 1:
+                    # A signal may reach the ranks in different iterations: stop together or not at all.
+                    flag = torch.tensor([int(self._cancel)], device=self.device)
+                    self._cancel = bool(distributed.all_reduce_max(flag)[0])
                 if done % ckpt_every == 0 or done == c.iterations or self._cancel:
                     self._save_checkpoint(done, time.perf_counter() - t0)
                 if self._cancel:
@@ -261,7 +330,12 @@ class _Trainer:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         seconds = time.perf_counter() - t0
-        return self._finish(seconds, last_dice)
+        result = self._finish(seconds, last_dice) if self.is_main else None
+        distributed.barrier()
+        if not self.is_main:
+            result = TrainResult(Path(c.out), None, c.iterations, seconds, None, None, None,
+                                 _peak_memory_mb(self.device), [], self.step_seconds)
+        return result
 
     def _on_signal(self, signum, frame) -> None:
         # Finish the current iteration, write the checkpoint, then stop: Cancel keeps the work done.
@@ -284,6 +358,9 @@ class _Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
+        if self.ddp is not None:
+            # BatchNorm running statistics: rank 0's everywhere, so that EMA teachers stay identical.
+            distributed.broadcast_buffers(self.method.trainable())
         self.method.after_optimizer_step(it)
         return {k: float(v.detach().float()) for k, v in losses.items()}
 
@@ -293,6 +370,9 @@ class _Trainer:
         net.eval()
         manifest = self._manifest_for(net, class_space=True)
         per_label: dict[str, list[float]] = {n: [] for n in self.space.names}
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        start = time.perf_counter()
         for case in self.val_cases:
             chosen = manifest["labels"]
             if manifest.get("prompted") and case.task >= 0:
@@ -301,6 +381,11 @@ class _Trainer:
                                    use_amp=self.cfg.amp)
             for lab in chosen:
                 per_label[lab["name"]].append(_dice(pred == lab["value"], case.label == lab["value"]))
+        # The model card's measured inference cost: sliding window over a validation case.
+        self.inference_cost = {"seconds_per_volume": (time.perf_counter() - start) / len(self.val_cases),
+                               "device": str(self.device), "measured_on": "validation cases, preprocessed grid"}
+        if self.device.type == "cuda":
+            self.inference_cost["peak_memory_mb"] = torch.cuda.max_memory_allocated(self.device) / 2**20
         scores = {n: float(np.mean(v)) for n, v in per_label.items() if v}
         dice = float(np.mean(list(scores.values()))) if scores else float("nan")
         self.history.append({"iteration": iteration, "dice": dice, "per_label": scores})
@@ -314,15 +399,22 @@ class _Trainer:
 
     # ---- checkpoints --------------------------------------------------------------------------------
     def _save_checkpoint(self, iteration: int, seconds: float) -> None:
+        streams = {"labeled": self.labeled_stream.state(),
+                   "unlabeled": self.unlabeled_stream.state() if self.unlabeled_stream else None}
+        # Every rank's stream position and random state (each rank resumes its own); a collective.
+        per_rank = distributed.all_gather_object({"streams": streams, "torch_rng": torch.get_rng_state()})
+        if not self.is_main:
+            return
         state = {
             "iteration": iteration, "seconds": seconds, "method_name": self.cfg.method,
             "method": self.method.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-            "streams": {"labeled": self.labeled_stream.state(),
-                        "unlabeled": self.unlabeled_stream.state() if self.unlabeled_stream else None},
+            "torch_rng": torch.get_rng_state(), "streams": streams,
             "best": self.best, "history": self.history,
         }
+        if self.world_size > 1:
+            state["world_size"] = self.world_size
+            state["ranks"] = per_rank
         with atomic_path(self.last_ckpt, ".pt") as tmp:
             torch.save(state, tmp)
         self.events.emit("checkpoint", iteration=iteration, path=str(self.last_ckpt), kind="last")
@@ -331,6 +423,14 @@ class _Trainer:
         if not self.last_ckpt.exists():
             raise ConfigError(f"--resume: no checkpoint at {self.last_ckpt}")
         state = torch.load(self.last_ckpt, map_location=self.device, weights_only=True)
+        saved_world = int(state.get("world_size", 1))
+        if saved_world != self.world_size:
+            raise ConfigError(f"--resume: {self.last_ckpt} was written by a run on {saved_world} process(es), "
+                              f"this one has {self.world_size}; resume with the same number (the batch and the "
+                              f"per-rank sample streams depend on it)")
+        if saved_world > 1:
+            own = state["ranks"][self.rank]
+            state["streams"], state["torch_rng"] = own["streams"], own["torch_rng"]
         if state.get("method_name") != self.cfg.method:
             raise ConfigError(f"--resume: {self.last_ckpt} was trained with {state.get('method_name')!r}, "
                               f"not {self.cfg.method!r}")
@@ -371,7 +471,7 @@ class _Trainer:
             "training": {"iterations": c.iterations, "seconds": round(seconds, 1), "device": str(self.device),
                          "peak_memory_mb": round(peak, 1), "seed": c.seed, "batch_labeled": c.batch_labeled,
                          "batch_unlabeled": c.batch_unlabeled, "optimizer": self.opt_name,
-                         "schedule": self.schedule, "amp": self.amp},
+                         "schedule": self.schedule, "amp": self.amp, "world_size": self.world_size},
         }
         last_model = None
         if c.export_last or not self.val_cases:

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from semiseg import distributed
 from semiseg.errors import ConfigError
 from semiseg.losses import one_hot
 from semiseg.methods.ad_diffusion import LabelDiffusion
@@ -151,9 +152,9 @@ class DifficultyWeights(nn.Module):
         pred = one_hot(logits.argmax(1), n_classes)
         gt = one_hot(target, n_classes)
         dims = (0, *range(2, pred.ndim))
-        tp = (pred * gt).sum(dims)
-        fp = (pred * (1 - gt)).sum(dims)
-        fn = ((1 - pred) * gt).sum(dims)
+        # Counts over the global batch under DDP (summed over ranks), so every rank's weights are the same.
+        tp, fp, fn = distributed.all_reduce_sum(torch.stack([(pred * gt).sum(dims), (pred * (1 - gt)).sum(dims),
+                                                             ((1 - pred) * gt).sum(dims)]))
         return (2 * tp + 1e-8) / (2 * tp + fp + fn + 1e-8 + 1e-8)
 
     @torch.no_grad()
@@ -221,6 +222,10 @@ class AggregatingDecoupling(Method):
         "smooth_sigma": "Gaussian smoothing sigma (reference 1)",
     }
     preferred_optimizer = {"optimizer": "sgd", "lr": 1e-2, "momentum": 0.9, "nesterov": True, "weight_decay": 3e-5}
+    # Several forward passes per step (D_xi, D_psi, DDIM, D_theta) with gradients through different decoders, and
+    # (reference_layout) modules that never get a gradient: find_unused_parameters would search only the last
+    # pass's graph and fail; the used set is the same every iteration, which static_graph handles.
+    ddp_static_graph = True
 
     def __init__(self, context):
         super().__init__(context)
@@ -339,6 +344,7 @@ class AggregatingDecoupling(Method):
         image_u = unlabeled["image"]
         self._record_domains(0, labeled)
         self._record_domains(1, unlabeled)
+        self.seen_domains.copy_(distributed.all_reduce_max(self.seen_domains))  # every rank's batches
 
         # Labeled: denoising on D_ξ, difficulty-weighted supervision on D_ψ.
         x0 = one_hot(label_l, n) * 2 - 1

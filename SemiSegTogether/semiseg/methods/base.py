@@ -49,6 +49,14 @@ class Method(nn.Module):
     # Optional optimiser the authors used, e.g. {"optimizer": "adam", "lr": 1e-3}; the loop applies
     # it unless the user chose one.
     preferred_optimizer: dict[str, Any] = {}
+    # DistributedDataParallel settings for `self.net` (the loop reads them; it never special-cases a method).
+    # find_unused_parameters: some parameters can get no gradient in an iteration (a head that skips one);
+    # DDP then searches the graph of the *last* forward pass, so it cannot serve a method that runs several
+    # forward passes per step with gradients through different parts (use static_graph there).
+    # static_graph: the set of parameters with gradients is the same every iteration; DDP learns it in the
+    # first iteration, whatever the number of forward passes, and tolerates parameters that never get one.
+    ddp_find_unused_parameters: bool = False
+    ddp_static_graph: bool = False
 
     def __init__(self, context: MethodContext):
         super().__init__()

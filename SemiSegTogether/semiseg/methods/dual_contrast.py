@@ -31,6 +31,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from semiseg import distributed
 from semiseg.losses import one_hot
 from semiseg.methods.base import Method, sigmoid_rampup
 from semiseg.nets import build_network
@@ -138,8 +139,10 @@ def prototype_contrast(features: torch.Tensor, target: torch.Tensor, ignore: tor
     ig = ignore.reshape(-1)
     pred = own_pred.reshape(-1)
     reliable = one_hot(t, n_classes) * (~ig).unsqueeze(1).float()  # (N, K)
-    counts = reliable.sum(0)
-    protos = (reliable.t() @ z) / counts.clamp_min(1).unsqueeze(1)  # (K, C)
+    # Under DDP the prototypes are those of the global batch: per-class feature sums and counts over all ranks
+    # (gradients reach this rank's own features; identity in a single process).
+    counts = distributed.all_reduce_sum(reliable.sum(0))
+    protos = distributed.all_reduce_sum(reliable.t() @ z) / counts.clamp_min(1).unsqueeze(1)  # (K, C)
     present = counts > 0
     protos_n = F.normalize(protos, dim=1)
 
@@ -247,7 +250,9 @@ class DualContrast(Method):
                 terms[f"dice_{key}"], terms[f"verification_{key}"], terms[f"supervised_{key}"] = dice, verif, sup[key]
             terms["verification_voxels"] = mask.float().mean()
             total = sup["vnet"] + sup["resnet"]
-            winner = self.choose_winner(terms["dice_vnet"], terms["dice_resnet"])
+            # The winner over the global batch, so every rank gives the contrastive term to the same subnetwork.
+            dice_pair = distributed.all_reduce_mean(torch.stack([terms["dice_vnet"], terms["dice_resnet"]]).detach())
+            winner = self.choose_winner(dice_pair[0], dice_pair[1])
             terms["winner"] = torch.tensor(float(winner))
 
             if unlabeled is not None:
