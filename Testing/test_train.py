@@ -49,6 +49,9 @@ def test_run_writes_package_checkpoints_and_events(tiny_run):
     assert manifest["training"]["iterations"] == 4
     assert manifest["metrics"]["checkpoint"] == "best"
     assert manifest["metrics"]["validation"]["iteration"] == tiny_run.result.best_iteration
+    # The model card carries the measured cost the Slicer module shows (sliding window on validation cases).
+    assert manifest["inference"]["seconds_per_volume"] > 0 and manifest["inference"]["device"] == "cpu"
+    assert manifest["training"]["seconds"] > 0 and manifest["training"]["peak_memory_mb"] > 0
 
     lines = tiny_run.events.read_text().splitlines()
     events = [strict_json(line) for line in lines]

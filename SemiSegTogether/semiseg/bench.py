@@ -45,6 +45,9 @@ PROFILES: dict[str, dict] = {
     # SGD 0.01 poly; meant for a GPU.
     "paper": {"spacing": None, "patch": [80, 112, 112], "iterations": 15000, "val_every": 500,
               "batch_labeled": 2, "batch_unlabeled": 2, "overlap": 0.5, "options": {}},
+    # The built-in phantoms (`semiseg synthetic`, 48³): native spacing, whole-ish 32³ patches, 2 CPU cores.
+    "synthetic": {"spacing": None, "patch": [32, 32, 32], "iterations": 300, "val_every": 50,
+                  "batch_labeled": 2, "batch_unlabeled": 2, "overlap": 0.5, "options": {"n_filters": 16}},
     # Tiny, for tests and smoke runs on synthetic data.
     "smoke": {"spacing": None, "patch": [32, 32, 32], "iterations": 4, "val_every": 2, "batch_labeled": 1,
               "batch_unlabeled": 1, "overlap": 0.25, "options": {"n_filters": 4}},

@@ -360,8 +360,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="space- or comma-separated methods; a variant adds options after a colon, e.g. "
                         "'supervised mean-teacher dual-contrast:released=true'")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
-    p.add_argument("--profile", default="cpu-lite", choices=["cpu-lite", "paper", "smoke"],
-                   help="cpu-lite: coarse spacing, small patch, 2 CPU cores; paper: LA protocol for a GPU")
+    p.add_argument("--profile", default="cpu-lite", choices=["cpu-lite", "paper", "synthetic", "smoke"],
+                   help="cpu-lite: coarse spacing, small patch, 2 CPU cores; paper: the LA protocol, for a GPU; "
+                        "synthetic: the built-in phantoms on a CPU; smoke: a few iterations, for tests")
     p.add_argument("--iterations", type=int, help="override the profile's iterations")
     p.add_argument("--device", default="auto")
     p.add_argument("--lcc", action="store_true", help="largest-connected-component post-processing")

@@ -155,6 +155,7 @@ class _Trainer:
             # each rank its own random stream for noise, dropout and masks.
             torch.manual_seed(cfg.seed + 1_000_003 * self.rank)
         self._cancel = False
+        self.inference_cost: dict | None = None  # measured at validation, for the model card
 
     # ---- set-up -------------------------------------------------------------------------------------
     def _validate_config(self) -> None:
@@ -473,6 +474,8 @@ class _Trainer:
                          "batch_unlabeled": c.batch_unlabeled, "optimizer": self.opt_name,
                          "schedule": self.schedule, "amp": self.amp, "world_size": self.world_size},
         }
+        if self.inference_cost:
+            card["inference"] = self.inference_cost
         last_model = None
         if c.export_last or not self.val_cases:
             last_card = {**card, "metrics": {"validation": {"dice": last_dice, "iteration": c.iterations},
