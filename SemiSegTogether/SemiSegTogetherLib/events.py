@@ -50,34 +50,29 @@ class EventTail:
         self._partial = lines.pop()  # b"" when data ended with a newline
         events = []
         for raw in lines:
-            text = raw.decode("utf-8", errors="replace").strip()
-            if not text:
-                continue
-            try:
-                event = json.loads(text)
-            except json.JSONDecodeError:
-                event = None
-            if isinstance(event, dict) and isinstance(event.get("event"), str):
-                events.append(event)
-            elif self.onBadLine:
-                self.onBadLine(text)
+            self._parseLine(raw, events)
         return events
 
     def flush(self) -> list:
         """At process end: also parse a last line that has no newline."""
         events = self.readNew()
-        data, self._partial = self._partial.strip(), b""
-        if data:
-            text = data.decode("utf-8", errors="replace")
-            try:
-                event = json.loads(text)
-            except json.JSONDecodeError:
-                event = None
-            if isinstance(event, dict) and isinstance(event.get("event"), str):
-                events.append(event)
-            elif self.onBadLine:
-                self.onBadLine(text)
+        data, self._partial = self._partial, b""
+        self._parseLine(data, events)
         return events
+
+    def _parseLine(self, raw: bytes, events: list) -> None:
+        """Appends the event on one line; a line that is not an event object goes to onBadLine."""
+        text = raw.decode("utf-8", errors="replace").strip()
+        if not text:
+            return
+        try:
+            event = json.loads(text)
+        except json.JSONDecodeError:
+            event = None
+        if isinstance(event, dict) and isinstance(event.get("event"), str):
+            events.append(event)
+        elif self.onBadLine:
+            self.onBadLine(text)
 
 
 class JobProgress:
