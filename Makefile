@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/semiseg demo --out demo-output
+	$(BIN)/semiseg demo --out demo-output --overwrite
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
