@@ -458,3 +458,20 @@ def test_a_few_iterations_lower_the_loss():
         totals.append(losses["total"].item())
     first, last = np.mean(totals[:5]), np.mean(totals[-5:])
     assert last < 0.8 * first, totals
+
+
+@pytest.mark.parametrize("domains, expected", [
+    ({"labeled_domains": ("scanner-a",), "unlabeled_domains": ("scanner-b",), "test_domains": ("scanner-b",)}, "uda"),
+    ({"labeled_domains": ("scanner-a", "scanner-b"), "test_domains": ("scanner-c",)}, "ssdg"),
+    ({}, "imbalanced"),  # the phantoms' lesion is ~1 % of the organ
+])
+def test_the_training_loop_hands_the_data_setting_to_ad(tmp_path, domains, expected):
+    from semiseg.events import EventWriter
+    from semiseg.synthetic import make_dataset
+    from semiseg.train import TrainConfig, _Trainer
+
+    data = make_dataset(tmp_path / "data", n_labeled=2, n_unlabeled=2, n_test=1, shape=(16, 16, 16), **domains)
+    trainer = _Trainer(TrainConfig(data=str(data), out=str(tmp_path / "m.semiseg"), method="ad", iterations=2,
+                                   patch=[16, 16, 16], method_options={"n_filters": 4}, device="cpu",
+                                   progress=False, val_cases=0), EventWriter(None))
+    assert trainer.method._resolve_setting() == expected
