@@ -78,3 +78,13 @@ def test_resume_reuses_finished_runs_with_the_same_settings(bench_run, tmp_path)
     changed = replace(again, out=tmp_path / "docs2", seeds=[0], iterations=2)
     rerun = json.loads((bench(changed).parent / "results.json").read_text())
     assert rerun["runs"][0]["iterations"] == 2  # different settings: trained again, not reused
+
+
+def test_paper_profile_is_the_la_protocol():
+    # BENCHMARKS.md §6.2: native 0.625 mm, patch 112×112×80 (x, y, z → d, h, w = 80, 112, 112), batch 2 + 2,
+    # the 15k-iteration budget of MC-Net onward.
+    from semiseg.bench import PROFILES
+    paper = PROFILES["paper"]
+    assert paper["spacing"] is None and paper["patch"] == [80, 112, 112]
+    assert (paper["batch_labeled"], paper["batch_unlabeled"], paper["iterations"]) == (2, 2, 15000)
+    assert all(p % 16 == 0 for profile in PROFILES.values() for p in profile["patch"])
