@@ -61,6 +61,10 @@ class LabelSpace:
         return self.tasks.index(case.task) if case.task in self.tasks else -1
 
     def domain_index(self, case: Case) -> int:
+        """Index into the dataset's domains; a dataset that names none is one domain (0); a case without a
+        domain in a dataset that names some is unknown (-1)."""
+        if not self.domains:
+            return 0
         return self.domains.index(case.domain) if case.domain in self.domains else -1
 
 
