@@ -283,3 +283,30 @@ def test_synthetic_writes_a_two_task_multi_domain_dataset(tmp_path, capsys):
     assert spec["test"][0]["domain"] == "scanner-c"
     assert main(["synthetic", str(out), "--tasks", "organs"]) == 2
     assert "expected task=label" in capsys.readouterr().err
+
+
+def test_evaluate_scores_each_case_on_its_own_task(tmp_path):
+    # Case A is annotated for "organs" only, case B for "lesions" only. A prediction that finds every structure
+    # in both is perfect: the lesion in A (and the organ in B) is real, just not annotated there.
+    from semiseg.evaluate import evaluate_folder
+    from semiseg.synthetic import make_phantom
+
+    data = tmp_path / "data"
+    for folder in ("imagesTs", "labelsTs", "pred"):
+        (data / folder).mkdir(parents=True)
+    entries = []
+    for i, task in enumerate(["organs", "lesions"]):
+        image, label = make_phantom(shape=(24, 24, 24), seed=i)
+        keep = [1, 2] if task == "organs" else [3]
+        write_volume(image, data / "imagesTs" / f"c{i}.nii.gz")
+        write_volume(label.with_array(np.where(np.isin(label.array, keep), label.array, 0).astype(np.uint8)),
+                     data / "labelsTs" / f"c{i}.nii.gz")
+        write_volume(label, data / "pred" / f"c{i}.nii.gz")
+        entries.append({"image": f"imagesTs/c{i}.nii.gz", "label": f"labelsTs/c{i}.nii.gz", "task": task})
+    spec = {"labels": {"background": 0, "organ": 1, "vessel": 2, "lesion": 3}, "training": [entries[0]],
+            "test": entries, "tasks": {"organs": ["organ", "vessel"], "lesions": ["lesion"]}}
+    (data / "dataset.json").write_text(json.dumps(spec))
+    result = evaluate_folder(data / "pred", data)
+    assert set(result["cases"]["c0"]) == {"organ", "vessel", "mean"} and set(result["cases"]["c1"]) == {"lesion", "mean"}
+    assert result["summary"]["mean"]["dice"]["mean"] == 1.0
+    assert result["summary"]["lesion"]["dice"]["n"] == 1

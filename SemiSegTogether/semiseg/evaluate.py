@@ -7,7 +7,7 @@ from pathlib import Path
 from semiseg.datasets import load_dataset
 from semiseg.errors import DataError
 from semiseg.io import strip_image_extension
-from semiseg.metrics import EMPTY_CONVENTION, evaluate_predictions
+from semiseg.metrics import EMPTY_CONVENTION, METRIC_KEYS, evaluate_predictions, summarize
 
 
 def prediction_files(pred_dir: Path) -> dict[str, Path]:
@@ -27,9 +27,19 @@ def evaluate_folder(pred_dir: Path, data: Path, split: str = "test") -> dict:
     missing = [c.id for c in cases if c.id not in preds]
     if missing:
         raise DataError(f"{pred_dir}: no prediction for case(s) {', '.join(missing)}")
-    result = evaluate_predictions([(c.id, preds[c.id], c.label) for c in cases], ds.foreground_labels)
-    result["convention"] = EMPTY_CONVENTION
-    return result
+    # A case annotated for one task (a multi-dataset training set) is scored on that task's structures only:
+    # the others are not annotated in it, so a correct prediction of them is not a false positive.
+    by_task: dict[str | None, list] = {}
+    for case in cases:
+        by_task.setdefault(case.task if ds.tasks else None, []).append(case)
+    scored: dict[str, dict] = {}
+    for task, group in by_task.items():
+        labels = {n: v for n, v in ds.foreground_labels.items() if task is None or n in ds.tasks.get(task, [n])}
+        scored.update(evaluate_predictions([(c.id, preds[c.id], c.label) for c in group], labels)["cases"])
+    cases_out = {c.id: scored[c.id] for c in cases}
+    summary = {name: summarize([m[name] for m in cases_out.values() if name in m], keys=METRIC_KEYS)
+               for name in [*ds.foreground_labels, "mean"]}
+    return {"cases": cases_out, "summary": summary, "convention": EMPTY_CONVENTION}
 
 
 def format_summary(result: dict) -> str:

@@ -376,7 +376,8 @@ class _Trainer:
         start = time.perf_counter()
         for case in self.val_cases:
             chosen = manifest["labels"]
-            if manifest.get("prompted") and case.task >= 0:
+            if self.space.tasks and case.task >= 0:
+                # The case is annotated for its task only: score (and, prompted, predict) those structures.
                 chosen = [lab for lab in chosen if lab["task"] == self.space.task_names[case.task]]
             pred = predict_classes(net, manifest, case.image[0], self.device, chosen, overlap=self.cfg.val_overlap,
                                    use_amp=self.cfg.amp)
