@@ -77,7 +77,7 @@ def test_bound_widgets_name_real_parameters(module):
 
 @pytest.mark.parametrize("module", MODULES)
 def test_qt_uiloader_builds_every_widget_with_base_class_fallback(module):
-    pytest.importorskip("PySide6.QtUiTools")
+    import PySide6.QtUiTools  # noqa: F401
     from PySide6.QtWidgets import QWidget
 
     text = open(h.uiPath(module), encoding="utf-8").read()
@@ -119,7 +119,7 @@ def _cardManifest():
 
 
 def test_render_together_panel_png(tmp_path):
-    pytest.importorskip("PySide6.QtUiTools")
+    import PySide6.QtUiTools  # noqa: F401
     from PySide6.QtCore import Qt
     from PySide6.QtWidgets import QComboBox, QLabel, QLineEdit, QListWidget, QListWidgetItem
 
@@ -143,7 +143,7 @@ def test_render_together_panel_png(tmp_path):
 
 
 def test_render_trainer_panel_png(tmp_path):
-    pytest.importorskip("PySide6.QtUiTools")
+    import PySide6.QtUiTools  # noqa: F401
     from PySide6.QtWidgets import QComboBox, QLabel, QLineEdit, QTableWidget, QTableWidgetItem
 
     from SemiSegTrainerLib.settings import FALLBACK_METHODS, sortMethods

@@ -61,7 +61,7 @@ def test_written_volume_keeps_array_order_and_geometry(tmp_path):
 
 
 def test_engine_reads_exported_volume_with_the_same_geometry(tmp_path):
-    engineIo = pytest.importorskip("semiseg.io")
+    import semiseg.io as engineIo
     g = export.geometryFromIjkToRas(OBLIQUE_RAS)
     array = np.random.default_rng(0).normal(size=(4, 5, 6)).astype(np.float32)
     volume = engineIo.read_volume(export.writeVolume(array, g, str(tmp_path / "img.nrrd")))
@@ -128,7 +128,7 @@ def test_checks_before_training_give_clear_messages():
 
 
 def test_export_writes_what_the_engine_reads_with_label_info(tmp_path):
-    datasets = pytest.importorskip("semiseg.datasets")
+    import semiseg.datasets as datasets
     cases = [_case("Patient 1/CT", segments=("liver", "tumor")), _case("Patient 1/CT", segments=("liver",))]
     g = cases[0].geometry
     poolFile = export.writeVolume(np.zeros((8, 8, 8), np.float32), g, str(tmp_path / "pool" / "u1.nii.gz"))
@@ -154,7 +154,6 @@ def test_export_writes_what_the_engine_reads_with_label_info(tmp_path):
 
 
 def test_semiseg_check_passes_on_export_and_names_a_geometry_mismatch(tmp_path):
-    pytest.importorskip("semiseg.datasets")
     result = export.exportDataset(str(tmp_path / "ok"), [_case("a"), _case("b")])
     ok = subprocess.run(settings.buildCheckCommand(sys.executable, result.datasetJson), capture_output=True,
                         text=True, timeout=120, env=engineEnvironment())
@@ -171,7 +170,7 @@ def test_semiseg_check_passes_on_export_and_names_a_geometry_mismatch(tmp_path):
 
 
 def test_user_dataset_merges_with_scene_cases_keeping_its_label_values(tmp_path):
-    synthetic = pytest.importorskip("semiseg.synthetic")
+    import semiseg.synthetic as synthetic
     data = synthetic.make_dataset(tmp_path / "user", n_labeled=2, n_unlabeled=1, n_test=0, shape=(32, 32, 32))
     base = export.readBaseDataset(str(data))
     assert base["labels"] == {"organ": 1, "vessel": 2, "lesion": 3}
@@ -222,7 +221,6 @@ def test_methods_from_engine_json_both_option_shapes_and_fallback():
 
 
 def test_engine_methods_json_and_train_flags():
-    pytest.importorskip("semiseg.cli")
     env = engineEnvironment()
     methods, error = settings.queryMethods(sys.executable, env)
     assert error is None, error
@@ -463,7 +461,6 @@ def test_job_folder_roundtrip_and_event_archives(tmp_path):
 
 @pytest.mark.skipif(os.name != "posix", reason="SIGTERM semantics")
 def test_runner_check_train_cancel_keeps_checkpoint_then_resume_finishes_and_registers(tmp_path):
-    pytest.importorskip("semiseg.datasets")
     factory, commands = runnerFactory(tmp_path, stepSeconds=0.05)
     job = _newJob(tmp_path, iterations=40)
     runner = jobs.TrainingRunner(sys.executable, engineEnvironment(forceCpu=True), factory, cancelGraceSeconds=10)
@@ -508,7 +505,6 @@ def test_runner_check_train_cancel_keeps_checkpoint_then_resume_finishes_and_reg
 
 
 def test_runner_reports_a_failed_data_check(tmp_path):
-    pytest.importorskip("semiseg.datasets")
     factory, commands = runnerFactory(tmp_path, stepSeconds=0.01)
     job = _newJob(tmp_path)
     os.remove(os.path.join(job.dataDir, "labelsTr", "a.nrrd"))
@@ -526,7 +522,6 @@ def test_runner_reports_a_failed_data_check(tmp_path):
 
 
 def test_runner_check_only_stops_after_the_check(tmp_path):
-    pytest.importorskip("semiseg.datasets")
     factory, commands = runnerFactory(tmp_path, stepSeconds=0.01)
     runner = jobs.TrainingRunner(sys.executable, engineEnvironment(), factory)
     runner.start(_newJob(tmp_path), checkOnly=True)
