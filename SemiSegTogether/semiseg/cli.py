@@ -74,7 +74,7 @@ def cmd_convert(args) -> int:
 
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
-    """Training settings, shared by `train` and `bench`."""
+    """The training settings of `semiseg train`."""
     p.add_argument("--iterations", type=int, default=6000, help="optimiser steps (default 6000, as UA-MT)")
     p.add_argument("--batch-labeled", type=int, default=2, help="labeled patches per step (default 2)")
     p.add_argument("--batch-unlabeled", type=int, default=2, help="unlabeled patches per step (default 2)")
@@ -101,7 +101,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
 def _train_config(args, **overrides):
     from semiseg.train import TrainConfig
     return TrainConfig(
-        data=args.data, out=getattr(args, "out", ""), method=getattr(args, "method", "mean-teacher"),
+        data=args.data, out=args.out, method=args.method,
         method_options=_options(args.option), iterations=args.iterations, batch_labeled=args.batch_labeled,
         batch_unlabeled=args.batch_unlabeled, patch=args.patch, spacing=args.spacing, intensity=args.intensity,
         optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay, schedule=args.schedule,

@@ -19,7 +19,7 @@ import signal
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -530,15 +530,3 @@ def _read_label_info(path: str | None) -> dict:
 def _suffixed(path: Path, suffix: str) -> Path:
     name = path.name.removesuffix(".semiseg")
     return path.with_name(f"{name}{suffix}.semiseg")
-
-
-def config_from_dict(d: dict) -> TrainConfig:
-    known = {f for f in TrainConfig.__dataclass_fields__}
-    unknown = set(d) - known
-    if unknown:
-        raise ConfigError(f"unknown training setting(s) {sorted(unknown)}")
-    return TrainConfig(**d)
-
-
-def config_to_dict(cfg: TrainConfig) -> dict:
-    return asdict(cfg)

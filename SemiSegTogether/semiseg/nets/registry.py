@@ -1,9 +1,11 @@
-"""Built-in architectures. One line per network a model package may name."""
+"""Built-in architectures: every network a model package may name."""
 
+import semiseg.nets.diffvnet  # noqa: F401  registers "diffvnet" and "diffvnet-infer" (A&D) by decorator
 from semiseg.nets import register_network
+from semiseg.nets.dual import DualVNetResNet
+from semiseg.nets.dynamic_vnet import DynamicVNet
 from semiseg.nets.vnet import VNet
 
 register_network("vnet")(VNet)
-register_network("dual-vnet-resnet")(__import__("semiseg.nets.dual", fromlist=["DualVNetResNet"]).DualVNetResNet)
-register_network("vnet-dynamic")(__import__("semiseg.nets.dynamic_vnet", fromlist=["DynamicVNet"]).DynamicVNet)
-import semiseg.nets.diffvnet  # noqa: E402,F401  registers "diffvnet" and "diffvnet-infer" (A&D)
+register_network("dual-vnet-resnet")(DualVNetResNet)
+register_network("vnet-dynamic")(DynamicVNet)
