@@ -25,7 +25,7 @@ from SemiSegTogetherLib.command import buildPredictCommand, engineEnvironment
 from SemiSegTogetherLib.events import InferenceProgress, JobState
 from SemiSegTogetherLib.manifest import ModelPackageError, segmentSpecs
 from SemiSegTogetherLib.memory import checkInferenceMemory, queryGpuMemoryMb, queryRamAvailableMb
-from SemiSegTogetherLib.process import BackgroundProcess, EngineJob
+from SemiSegTogetherLib.process import EngineJob, startBackgroundProcess
 
 SETTINGS_MODELS_DIR = "SemiSeg/modelsDir"
 SETTINGS_FORCE_CPU = "SemiSeg/forceCpu"
@@ -477,8 +477,7 @@ class SemiSegTogetherLogic(ScriptedLoadableModuleLogic):
         """Called when the logic class is instantiated. Can be used for initializing member variables."""
         ScriptedLoadableModuleLogic.__init__(self)
         self.pythonExecutable = pythonExecutable
-        self.processFactory = processFactory or (lambda args, env, logPath: BackgroundProcess(args, env=env,
-                                                                                              logPath=logPath))
+        self.processFactory = processFactory or startBackgroundProcess
         self.settings = settings
         self.logCallback = None
         self.progress = InferenceProgress()

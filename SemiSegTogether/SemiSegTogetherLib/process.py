@@ -254,5 +254,10 @@ class EngineJob:
         return False
 
 
+def startBackgroundProcess(args, env=None, logPath=None) -> BackgroundProcess:
+    """The default process factory of the inference and training logics (tests inject their own)."""
+    return BackgroundProcess(args, env=env, logPath=logPath)
+
+
 def currentPythonExecutable() -> str:
     return sys.executable

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from semiseg.datasets import prepare_dataset_folder
 from semiseg.errors import ConfigError, DataError
 from semiseg.io import write_volume
 from semiseg.volume import Volume
@@ -22,7 +22,6 @@ from semiseg.volume import Volume
 LA_SPACING = (0.625, 0.625, 0.625)  # mm, isotropic after UA-MT's preprocessing
 LA_H5_NAME = "mri_norm2.h5"
 LA_CASES_FOLDER = "2018LA_Seg_Training Set"
-OUTPUT_FOLDERS = ("imagesTr", "labelsTr", "imagesUn", "imagesTs", "labelsTs")
 
 
 def convert_la_h5(src: str | os.PathLike, dst: str | os.PathLike, n_labeled: int = 8, overwrite: bool = False) -> Path:
@@ -37,7 +36,7 @@ def convert_la_h5(src: str | os.PathLike, dst: str | os.PathLike, n_labeled: int
         raise ConfigError(f"n_labeled={n_labeled}: must be between 1 and {len(train_ids)} (the cases in train.list)")
     sources = {case_id: _find_h5(root, case_id) for case_id in [*train_ids, *test_ids]}
     dst = Path(dst)
-    _prepare_output(dst, overwrite)
+    prepare_dataset_folder(dst, overwrite)
 
     layout = [(i, "imagesTr", "labelsTr") for i in train_ids[:n_labeled]]
     layout += [(i, "imagesUn", None) for i in train_ids[n_labeled:]]
@@ -78,18 +77,6 @@ def _find_h5(root: Path, case_id: str) -> Path:
         if path.is_file():
             return path
     raise DataError(f"{candidates[0]}: file not found (case {case_id}; also looked for {candidates[1]})")
-
-
-def _prepare_output(dst: Path, overwrite: bool) -> None:
-    if dst.exists() and not dst.is_dir():
-        raise DataError(f"{dst}: exists and is not a folder")
-    if dst.is_dir() and any(dst.iterdir()):
-        if not overwrite:
-            raise DataError(f"{dst}: folder is not empty (choose an empty folder or allow overwriting)")
-        # Only what a previous conversion wrote: stale cases would otherwise join the new split.
-        for name in OUTPUT_FOLDERS:
-            shutil.rmtree(dst / name, ignore_errors=True)
-    dst.mkdir(parents=True, exist_ok=True)
 
 
 def _read_h5(path: Path) -> tuple[np.ndarray, np.ndarray]:

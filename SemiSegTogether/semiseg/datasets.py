@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,6 +72,27 @@ class Dataset:
 
 
 # ---------------------------------------------------------------- loading
+
+
+LAYOUT_FOLDERS = ("imagesTr", "labelsTr", "imagesUn", "imagesTs", "labelsTs")
+
+
+def prepare_dataset_folder(out: Path, overwrite: bool) -> None:
+    """A folder ready to receive a dataset, with the layout's subfolders.
+
+    A non-empty folder is refused unless `overwrite`; then only what a dataset consists of (the layout's
+    folders and dataset.json) is removed, never unrelated files, so stale cases cannot join the new one.
+    """
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out}: exists and is not a folder")
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise DataError(f"{out}: folder is not empty (choose an empty folder or allow overwriting)")
+        for sub in LAYOUT_FOLDERS:
+            shutil.rmtree(out / sub, ignore_errors=True)
+        (out / "dataset.json").unlink(missing_ok=True)
+    for sub in LAYOUT_FOLDERS:
+        (out / sub).mkdir(parents=True, exist_ok=True)
 
 
 def load_dataset(path: str | os.PathLike) -> Dataset:

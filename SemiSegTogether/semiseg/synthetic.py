@@ -12,7 +12,6 @@ can be reproduced without real scans.
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +20,8 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
-from .errors import ConfigError, DataError
+from .datasets import prepare_dataset_folder
+from .errors import ConfigError
 from .io import write_volume
 from .volume import IDENTITY, Volume
 
@@ -243,7 +243,6 @@ def make_phantom(
     return image_vol, label_vol
 
 
-SUBFOLDERS = ("imagesTr", "labelsTr", "imagesUn", "imagesTs", "labelsTs")
 
 
 def _case_seed(seed: int, index: int) -> int:
@@ -296,17 +295,7 @@ def make_dataset(
                 raise ConfigError(f"task {task!r}: unknown or no structures {unknown or list(members)}; known: {names}")
         task_names = list(tasks)
 
-    if out.exists() and not out.is_dir():
-        raise DataError(f"{out}: exists and is not a folder")
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise DataError(f"{out}: folder is not empty; pass overwrite=True to replace the dataset in it")
-        # Remove only what a dataset consists of, never unrelated files.
-        for sub in SUBFOLDERS:
-            shutil.rmtree(out / sub, ignore_errors=True)
-        (out / "dataset.json").unlink(missing_ok=True)
-    for sub in SUBFOLDERS:
-        (out / sub).mkdir(parents=True, exist_ok=True)
+    prepare_dataset_folder(out, overwrite)
 
     value_of = {s.name: s.value for s in structures}
     index = 0

@@ -26,7 +26,7 @@ from typing import Callable, Optional
 
 from SemiSegTogetherLib import catalog
 from SemiSegTogetherLib.events import EventTail, JobState
-from SemiSegTogetherLib.process import BackgroundProcess, EngineJob, PollResult
+from SemiSegTogetherLib.process import EngineJob, PollResult, startBackgroundProcess
 
 from SemiSegTrainerLib.progress import TrainingProgress
 from SemiSegTrainerLib.settings import TrainingSettings, buildCheckCommand, buildTrainCommand
@@ -163,8 +163,7 @@ class TrainingRunner:
                  clock: Callable[[], float] = time.monotonic):
         self.pythonExecutable = pythonExecutable
         self.env = env
-        self.processFactory = processFactory or (lambda args, env, logPath: BackgroundProcess(args, env=env,
-                                                                                              logPath=logPath))
+        self.processFactory = processFactory or startBackgroundProcess
         self.cancelGraceSeconds = cancelGraceSeconds
         self.clock = clock
         self.progress = TrainingProgress()
