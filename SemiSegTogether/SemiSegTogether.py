@@ -191,11 +191,13 @@ class SemiSegTogetherWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self._parameterNode.inputVolume = firstVolumeNode
         if str(qt.QSettings().value(SETTINGS_FORCE_CPU, "false")).lower() == "true":
             self._parameterNode.forceCpu = True  # device preference is remembered between sessions
+        self.selectFirstModelIfNone()
 
     def setParameterNode(self, inputParameterNode: Optional[SemiSegTogetherParameterNode]) -> None:
         """Set and observe parameter node; the GUI follows it."""
-        if self._parameterNode:
+        if self._parameterNode and self._parameterNodeGuiTag is not None:  # None: already let go in exit()
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
         self._parameterNode = inputParameterNode
         if self._parameterNode:
@@ -230,13 +232,19 @@ class SemiSegTogetherWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.ui.modelComboBox.addItem(_("No models in {folder}").format(folder=self.logic.modelsDir()), "")
         finally:
             self._updatingGui = wasUpdating
-        if self._parameterNode:
-            if not current and self._modelEntries and self._modelEntries[0].ok:
-                with slicer.util.NodeModify(self._parameterNode.parameterNode):
-                    self._parameterNode.modelName = self._modelEntries[0].name
-                    self._parameterNode.prompts = list(self._modelEntries[0].card.structures)
-            else:
-                self.showModel(current, self._parameterNode.prompts)
+        if self._parameterNode and not self.selectFirstModelIfNone():
+            self.showModel(current, self._parameterNode.prompts)
+
+    def selectFirstModelIfNone(self) -> bool:
+        """No model chosen yet (first open, new scene): choose the first usable one with all its structures."""
+        pn = self._parameterNode
+        first = next((e for e in self._modelEntries if e.ok), None)
+        if pn is None or pn.modelName or first is None:
+            return False
+        with slicer.util.NodeModify(pn.parameterNode):
+            pn.modelName = first.name
+            pn.prompts = list(first.card.structures)
+        return True
 
     def _entryByName(self, name):
         for entry in self._modelEntries:

@@ -4,13 +4,14 @@ import os
 import shutil
 from typing import Callable, Optional
 
+import ctk
 import qt
 import slicer
 import vtk
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 from slicer.i18n import tr as _
 from slicer.i18n import translate
-from slicer.parameterNodeWrapper import parameterNodeWrapper
+from slicer.parameterNodeWrapper import GuiConnector, parameterNodeGuiConnector, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
@@ -73,6 +74,43 @@ SemiSeg builds on MONAI, PyTorch and SimpleITK. Each method's paper is cited in 
 #
 # SemiSegTrainerParameterNode
 #
+
+
+@parameterNodeGuiConnector
+class ctkPathLineEditToStrConnector(GuiConnector):
+    """Binds a ctkPathLineEdit to a `str` parameter, "" meaning no path.
+
+    Slicer's own connector binds it only to pathlib.Path, whose empty value would show (and be read) as ".".
+    """
+
+    @staticmethod
+    def canRepresent(widget, datatype) -> bool:
+        return type(widget) == ctk.ctkPathLineEdit and datatype is str
+
+    @staticmethod
+    def create(widget, datatype):
+        return ctkPathLineEditToStrConnector(widget) if ctkPathLineEditToStrConnector.canRepresent(widget, datatype) \
+            else None
+
+    def __init__(self, widget):
+        super().__init__()
+        self._widget = widget
+
+    def _connect(self):
+        self._widget.currentPathChanged.connect(self.changed)
+
+    def _disconnect(self):
+        self._widget.currentPathChanged.disconnect(self.changed)
+
+    def widget(self):
+        return self._widget
+
+    def read(self) -> str:
+        return str(self._widget.currentPath or "")
+
+    def write(self, value: str) -> None:
+        if value != self._widget.currentPath:
+            self._widget.currentPath = value or ""
 
 
 @parameterNodeWrapper
@@ -184,8 +222,9 @@ class SemiSegTrainerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.setParameterNode(self.logic.getParameterNode())
 
     def setParameterNode(self, inputParameterNode) -> None:
-        if self._parameterNode:
+        if self._parameterNode and self._parameterNodeGuiTag is not None:  # None: already let go in exit()
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
         self._parameterNode = inputParameterNode
         if self._parameterNode:
@@ -412,7 +451,7 @@ class SemiSegTrainerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.onProgress(progress)
         job = self.logic.currentJob(self._parameterNode)
         if progress.state == JobState.DONE and job is not None and job.finished:
-            manifest = readManifest(job.outPath, useEngine=False)
+            manifest = readManifest(job.outPath)
             from SemiSegTogetherLib.manifest import ModelCard  # noqa: PLC0415
             self.ui.resultLabel.text = ModelCard.fromManifest(manifest).html()
         elif progress.state == JobState.FAILED and self.showDialogs and not slicer.app.testingEnabled():
@@ -762,7 +801,7 @@ class SemiSegTrainerLogic(ScriptedLoadableModuleLogic):
         """Copy the model into the models folder and select it in SemiSegTogether with all its structures."""
         together = self.togetherLogic()
         path = registerModel(modelPath, together.modelsDir(), overwrite=overwrite)
-        manifest = readManifest(path, useEngine=False)
+        manifest = readManifest(path)
         parameterNode = together.getParameterNode()
         with slicer.util.NodeModify(parameterNode.parameterNode):
             parameterNode.modelName = manifest["name"]

@@ -51,20 +51,20 @@ def test_list_models_reports_usable_and_broken_packages(tmp_path):
     broken.mkdir()
     (broken / "model.json").write_text("{not json")
     (tmp_path / "unrelated-folder").mkdir()
-    entries = catalog.listModels(str(tmp_path), useEngine=False)
+    entries = catalog.listModels(str(tmp_path))
     assert [e.name for e in entries] == ["a-model", "b-model", "broken", "noweights"]
     assert [e.ok for e in entries] == [True, True, False, False]
     assert "cannot be read as JSON" in entries[2].error and "broken.semiseg" in entries[2].error
     assert "no weights" in entries[3].error
-    assert catalog.findModel(str(tmp_path), "b-model", useEngine=False).path == str(tmp_path / "b-model.semiseg")
-    assert catalog.findModel(str(tmp_path), "broken", useEngine=False) is None
+    assert catalog.findModel(str(tmp_path), "b-model").path == str(tmp_path / "b-model.semiseg")
+    assert catalog.findModel(str(tmp_path), "broken") is None
     assert catalog.listModels(str(tmp_path / "missing")) == []
 
 
 def test_import_folder_copies_after_check_and_never_overwrites_silently(tmp_path):
     source = h.writeModelPackage(str(tmp_path / "src" / "whatever"), h.exampleManifest("My model/v2"))
     models = tmp_path / "models"
-    path = catalog.importModel(source, str(models), useEngine=False)
+    path = catalog.importModel(source, str(models))
     assert path == str(models / "My-model-v2.semiseg")
     assert json.loads((models / "My-model-v2.semiseg" / "model.json").read_text())["name"] == "My model/v2"
     assert (models / "My-model-v2.semiseg" / "weights.safetensors").is_file()
@@ -73,10 +73,10 @@ def test_import_folder_copies_after_check_and_never_overwrites_silently(tmp_path
     changed["description"] = "second version"
     h.writeModelPackage(source, changed)
     with pytest.raises(catalog.ModelExistsError) as info:
-        catalog.importModel(source, str(models), useEngine=False)
+        catalog.importModel(source, str(models))
     assert info.value.existingPath == path
     assert json.loads((models / "My-model-v2.semiseg" / "model.json").read_text())["description"] != "second version"
-    catalog.importModel(source, str(models), overwrite=True, useEngine=False)
+    catalog.importModel(source, str(models), overwrite=True)
     assert json.loads((models / "My-model-v2.semiseg" / "model.json").read_text())["description"] == "second version"
     assert sorted(os.listdir(models)) == ["My-model-v2.semiseg"]  # no staging leftovers
 
@@ -91,8 +91,8 @@ def test_import_zip_with_package_folder_inside(tmp_path):
     package = h.writeModelPackage(str(tmp_path / "abdomen.semiseg"), twoLabelManifest())
     zipPath = tmp_path / "abdomen.zip"
     _zipFolder(package, zipPath, "abdomen.semiseg/")
-    path = catalog.importModel(str(zipPath), str(tmp_path / "models"), useEngine=False)
-    entries = catalog.listModels(str(tmp_path / "models"), useEngine=False)
+    path = catalog.importModel(str(zipPath), str(tmp_path / "models"))
+    entries = catalog.listModels(str(tmp_path / "models"))
     assert [(e.name, e.path, e.ok) for e in entries] == [("abdomen", path, True)]
 
 
@@ -125,7 +125,7 @@ def test_import_rejects_bad_sources_and_copies_nothing(tmp_path, problem, expect
         source = str(tmp_path / "model.txt")
         open(source, "w").write("hello")
     with pytest.raises(manifest.ModelPackageError) as info:
-        catalog.importModel(source, str(models), useEngine=False)
+        catalog.importModel(source, str(models))
     assert expected in str(info.value)
     assert os.path.basename(source) in str(info.value)  # names what the user picked
     assert not models.exists() or os.listdir(models) == []
@@ -150,9 +150,11 @@ def test_validate_manifest_names_the_problem(mutate, expected):
     assert str(info.value).startswith("/models/x.semiseg/model.json: ")
 
 
-def test_engine_read_manifest_accepts_the_contract_example(tmp_path):
+def test_module_and_engine_readers_agree_on_the_contract_example(tmp_path):
+    from semiseg.model import read_manifest
+
     package = h.writeModelPackage(str(tmp_path / "la.semiseg"), h.exampleManifest())
-    assert manifest.readManifest(package, useEngine=True)["name"] == "la-mean-teacher"
+    assert manifest.readManifest(package)["name"] == read_manifest(package)["name"] == "la-mean-teacher"
 
 
 # --- model card -> segments ---------------------------------------------------------------------

@@ -496,7 +496,7 @@ def test_runner_check_train_cancel_keeps_checkpoint_then_resume_finishes_and_reg
 
     models = str(tmp_path / "models")
     path = jobs.registerModel(job.outPath, models)
-    entry = catalog.findModel(models, "tiny liver", useEngine=False)
+    entry = catalog.findModel(models, "tiny liver")
     assert entry is not None and entry.path == path
     assert entry.manifest["labels"][0]["terminology"]["type"] == ["SCT", "10200004", "Liver"]
     with pytest.raises(catalog.ModelExistsError):
