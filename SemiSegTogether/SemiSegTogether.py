@@ -1,6 +1,7 @@
 import logging
 import os
 import shutil
+import tempfile
 import traceback
 from typing import Annotated, Callable, Optional
 
@@ -29,7 +30,6 @@ from SemiSegTogetherLib.process import EngineJob, startBackgroundProcess
 
 SETTINGS_MODELS_DIR = "SemiSeg/modelsDir"
 SETTINGS_FORCE_CPU = "SemiSeg/forceCpu"
-MINIMUM_TORCH_VERSION = "2.2"
 POLL_INTERVAL_MS = 200
 
 
@@ -542,43 +542,56 @@ class SemiSegTogetherLogic(ScriptedLoadableModuleLogic):
         return semisegDependencies.versionsReport(names)
 
     def setupPythonRequirements(self, askConfirmation: bool = True, upgrade: bool = False) -> None:
-        """Install torch (PyTorchUtils) and Resources/requirements.txt if missing. Raises InstallError."""
+        """Install what the engine needs into Slicer's Python; `upgrade` brings every package up to date.
+
+        torch comes from PyTorchUtils and only when there is none; pip never changes torch or numpy
+        (a constraints file holds them). Only package metadata is read: torch is not imported here.
+        Raises InstallError.
+        """
+        problem = semisegDependencies.torchProblem()
+        if problem == "missing":
+            self.installTorch(askConfirmation)
+        elif problem:
+            raise InstallError(_("{problem}: update it in the PyTorch Util module, then restart Slicer.").format(
+                problem=problem))
+        requirements = semisegDependencies.readRequirements(self.requirementsPath())
+        toInstall = requirements if upgrade else semisegDependencies.missingRequirements(requirements)
+        if not toInstall:
+            return
+        if askConfirmation and not slicer.app.testingEnabled() and not slicer.util.confirmOkCancelDisplay(
+                _("SemiSeg needs additional Python packages. Installation needs a network connection and may "
+                  "take several minutes. Click OK to proceed."),
+                _("Confirm Python package installation"),
+                detailedText=_("Python packages that will be installed: {packages}").format(
+                    packages=", ".join(r.line for r in toInstall))):
+            raise InstallError(_("Installation of the required Python packages was cancelled."))
+        self.log(_("Installing {packages}...").format(packages=", ".join(r.line for r in toInstall)))
+        folder = tempfile.mkdtemp(prefix="semiseg-pip-")
+        try:
+            constraints = os.path.join(folder, "constraints.txt")
+            with open(constraints, "w", encoding="utf-8") as f:
+                f.write(semisegDependencies.heldConstraints())
+            slicer.util.pip_install(semisegDependencies.pipInstallArguments(toInstall, constraints, upgrade=upgrade))
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        still = semisegDependencies.missingRequirements(requirements)
+        if still:
+            raise InstallError(_("Packages could not be installed: {packages}. Restart Slicer and try again.").format(
+                packages=", ".join(r.line for r in still)), restartRequired=True)
+
+    def installTorch(self, askConfirmation: bool) -> None:
+        """PyTorch from the PyTorch extension (a build that fits the GPU driver). It imports torch when done."""
         try:
             import PyTorchUtils  # noqa: PLC0415  (the PyTorch extension)
         except ImportError as e:
             raise InstallError(_("This module needs the PyTorch extension. Install 'PyTorch' from the Extensions "
                                  "Manager and restart Slicer.")) from e
-        torchLogic = PyTorchUtils.PyTorchUtilsLogic()
-        if not torchLogic.torchInstalled():
-            self.log(_("Installing PyTorch..."))
-            torch = torchLogic.installTorch(askConfirmation=askConfirmation,
-                                            torchVersionRequirement=f">={MINIMUM_TORCH_VERSION}")
-            if torch is None:
-                raise InstallError(_("PyTorch is required. Install it with the PyTorch Util module."))
-        requirements = semisegDependencies.readRequirements(self.requirementsPath())
-        missing = requirements if upgrade else semisegDependencies.missingRequirements(requirements)
-        if not missing:
-            return
-        packaging = getattr(slicer, "packaging", None)
-        if packaging is not None and hasattr(packaging, "pip_ensure"):  # Slicer >= 5.12
-            packaging.pip_ensure(packaging.load_requirements(self.requirementsPath()), requester="SemiSeg")
-        else:
-            if askConfirmation and not slicer.app.testingEnabled() and not slicer.util.confirmOkCancelDisplay(
-                    _("SemiSeg needs additional Python packages. Installation needs a network connection and may "
-                      "take several minutes. Click OK to proceed."),
-                    _("Confirm Python package installation"),
-                    detailedText=_("Python packages that will be installed: {packages}").format(
-                        packages=", ".join(r.line for r in missing))):
-                raise InstallError(_("Installation of the required Python packages was cancelled."))
-            for requirement in missing:
-                self.log(_("Installing {package}...").format(package=requirement.line))
-                # monai declares torch: never let pip replace the build PyTorchUtils chose.
-                extra = " --no-deps" if requirement.name.lower() == "monai" else ""
-                slicer.util.pip_install(f"{requirement.line}{extra}")
-        still = semisegDependencies.missingRequirements(requirements)
-        if still:
-            raise InstallError(_("Packages could not be installed: {packages}. Restart Slicer and try again.").format(
-                packages=", ".join(r.line for r in still)), restartRequired=True)
+        self.log(_("Installing PyTorch..."))
+        torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(
+            askConfirmation=askConfirmation,
+            torchVersionRequirement=f">={semisegDependencies.MINIMUM_TORCH_VERSION}")
+        if torch is None:
+            raise InstallError(_("PyTorch is required. Install it with the PyTorch Util module."))
 
     # Memory -----------------------------------------------------------------
 
@@ -620,6 +633,10 @@ class SemiSegTogetherLogic(ScriptedLoadableModuleLogic):
         specs = segmentSpecs(modelEntry.manifest, list(prompts))
         if not specs:
             raise ValueError(_("Tick at least one structure."))
+        if outputSegmentation is not None and outputSegmentation.GetTransformNodeID() != inputVolume.GetTransformNodeID():
+            raise ValueError(_("Segmentation '{node}' is under another transform than volume '{volume}': choose a "
+                               "new segmentation, or put both under the same transform.").format(
+                node=outputSegmentation.GetName(), volume=inputVolume.GetName()))
         if outputSegmentation is not None and not replaceSegments:
             conflicts = self.conflictingSegmentNames(outputSegmentation, [s.name for s in specs])
             if conflicts:
@@ -631,9 +648,10 @@ class SemiSegTogetherLogic(ScriptedLoadableModuleLogic):
         outputPath = os.path.join(workDir, "segmentation.nrrd")
         eventsPath = os.path.join(workDir, "events.jsonl")
         self.log(_("Writing {volume} to {path}").format(volume=inputVolume.GetName(), path=inputPath))
-        if hasattr(slicer.util, "exportNode"):  # writes a copy: the node's own storage stays as it was
-            slicer.util.exportNode(inputVolume, inputPath, {"useCompression": 0})
-        elif not slicer.util.saveNode(inputVolume, inputPath, {"useCompression": 0}):
+        # The volume's own grid (local frame, world=False): the result is placed under the same parent
+        # transform, so it lines up with the volume however it is transformed (even non-linearly).
+        # exportNode writes a copy: the node's own storage (where the user saves it) stays as it was.
+        if not slicer.util.exportNode(inputVolume, inputPath, {"useCompression": 0}, world=False):
             raise RuntimeError(_("Could not write the input volume to {path}").format(path=inputPath))
 
         args = buildPredictCommand(
@@ -731,6 +749,7 @@ class SemiSegTogetherLogic(ScriptedLoadableModuleLogic):
                     slicer.mrmlScene.GenerateUniqueName(f"{inputVolume.GetName()} {modelName}".strip()))
                 segmentationNode.CreateDefaultDisplayNodes()
                 segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(inputVolume)
+                segmentationNode.SetAndObserveTransformNodeID(inputVolume.GetTransformNodeID())
                 self._placeNextTo(segmentationNode, inputVolume)
             segmentation = segmentationNode.GetSegmentation()
             with slicer.util.RenderBlocker():

@@ -38,7 +38,7 @@ from SemiSegTrainerLib.export import (
 )
 from SemiSegTrainerLib.jobs import TrainingJobFolder, TrainingRunner, findResumableJobs, registerModel
 from SemiSegTrainerLib.progress import TrainingProgress
-from SemiSegTrainerLib.settings import TrainingSettings, parseOptionValue, queryMethods, sortMethods
+from SemiSegTrainerLib.settings import TrainingSettings, parseOptionValue, readMethods
 
 SETTINGS_WORK_FOLDER = "SemiSeg/Trainer/workFolder"
 DEFAULT_WORK_FOLDER = os.path.join("~", ".semiseg", "training")
@@ -188,7 +188,6 @@ class SemiSegTrainerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         self.loadMethods()
         self.showSettings(self.logic.loadSettings())
-        self.ui.plotWidget.setMRMLPlotViewNode(self.logic.curvesViewNode())
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
@@ -212,6 +211,7 @@ class SemiSegTrainerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onSceneStartClose(self, caller, event) -> None:
         """Called just before the scene is closed."""
         self.setParameterNode(None)
+        self.ui.plotWidget.setMRMLPlotViewNode(None)  # its view node goes with the scene
 
     def onSceneEndClose(self, caller, event) -> None:
         """Called just after the scene is closed."""
@@ -301,17 +301,15 @@ class SemiSegTrainerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     # Method and settings -----------------------------------------------------------------------
 
     def loadMethods(self) -> None:
-        self._methods, error = self.logic.methods()
-        if error:
-            self.addLog(_("Could not ask the engine for its methods ({error}); showing the built-in list.").format(
-                error=error))
+        self._methods = self.logic.methods()
         self.ui.methodComboBox.clear()
         for method in self._methods:
             self.ui.methodComboBox.addItem(method.label(), method.name)
 
     def onMethodChanged(self, index: int) -> None:
         method = self._methods[index] if 0 <= index < len(self._methods) else None
-        self.ui.methodDescriptionLabel.text = method.description if method else ""
+        self.ui.methodDescriptionLabel.text = method.plainDescription() if method else ""
+        self.ui.methodDescriptionLabel.toolTip = method.description if method else ""
         self.showMethodOptions(method, {})
 
     def showMethodOptions(self, method, values: dict) -> None:
@@ -440,7 +438,14 @@ class SemiSegTrainerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic.cancel()
         self.onProgress(self.logic.runner.progress)
 
+    def showCurves(self) -> None:
+        """The plot widget shows the curves once a run has made them (nothing is added to the scene on open)."""
+        view = self.logic.curvesViewNode()
+        if self.ui.plotWidget.mrmlPlotViewNode() is not view:
+            self.ui.plotWidget.setMRMLPlotViewNode(view)
+
     def onProgress(self, progress: TrainingProgress) -> None:
+        self.showCurves()
         busy = progress.state == JobState.STARTING
         self.ui.progressBar.setRange(0, 0 if busy else 100)  # busy indicator while the data is checked
         self.ui.progressBar.value = progress.percent()
@@ -553,11 +558,14 @@ class SemiSegTrainerLogic(ScriptedLoadableModuleLogic):
     def saveSettings(self, settings: TrainingSettings) -> None:
         settings.save(self._settings())
 
-    def methods(self) -> tuple:
-        """(methods, error) from `semiseg methods --json`, the static list on failure; asked once."""
-        if self._methodsCache is None or self._methodsCache[1]:
-            methods, error = queryMethods(self.enginePythonExecutable(), self.engineEnvironment())
-            self._methodsCache = (sortMethods(methods), error)
+    @staticmethod
+    def methodsPath() -> str:
+        return os.path.join(os.path.dirname(os.path.abspath(__file__)), "Resources", "methods.json")
+
+    def methods(self) -> list:
+        """The engine's methods, from the list shipped with the module: no process at startup."""
+        if self._methodsCache is None:
+            self._methodsCache = readMethods(self.methodsPath())
         return self._methodsCache
 
     # Cases ------------------------------------------------------------------------------------------
@@ -750,7 +758,8 @@ class SemiSegTrainerLogic(ScriptedLoadableModuleLogic):
     # Curves (Slicer plot nodes) -----------------------------------------------------------------------
 
     def _ensureCurveNodes(self) -> dict:
-        if self._curveNodes and all(slicer.mrmlScene.IsNodePresent(n) for n in self._curveNodes.values()):
+        """The plot nodes of the training curves, made on the first events: not saved with the scene."""
+        if self._curvesPresent():
             return self._curveNodes
         scene = slicer.mrmlScene
         nodes = {"lossTable": scene.AddNewNodeByClass("vtkMRMLTableNode", "SemiSeg training loss"),
@@ -780,11 +789,17 @@ class SemiSegTrainerLogic(ScriptedLoadableModuleLogic):
         view = scene.AddNewNodeByClass("vtkMRMLPlotViewNode", "SemiSeg training view")
         view.SetPlotChartNodeID(chart.GetID())
         nodes["view"] = view
+        for node in nodes.values():
+            node.SetSaveWithScene(False)  # the curves live in the job folder's events, not in the user's scene
         self._curveNodes = nodes
         return nodes
 
+    def _curvesPresent(self) -> bool:
+        return bool(self._curveNodes) and all(slicer.mrmlScene.IsNodePresent(n) for n in self._curveNodes.values())
+
     def curvesViewNode(self):
-        return self._ensureCurveNodes()["view"]
+        """The curves' plot view node, or None before the first run's events (or after Close Scene)."""
+        return self._curveNodes["view"] if self._curvesPresent() else None
 
     def updateCurves(self, progress: TrainingProgress) -> None:
         """Loss (total) and validation Dice into the plot tables, as they come."""

@@ -675,6 +675,17 @@ class QTimer(QObject):
             timer.fire()
 
 
+class QThread(QObject):
+    main = None
+
+    @staticmethod
+    def currentThread():
+        return QThread.main
+
+
+QThread.main = QThread()
+
+
 class QFile:
     ReadOnly = 1
 
@@ -941,16 +952,84 @@ class vtkMRMLLabelMapVolumeNode(vtkMRMLScalarVolumeNode):
     pass
 
 
+class vtkSegment:
+    def __init__(self, name="", color=(0.5, 0.5, 0.5)):
+        self._name, self._color, self._tags = name, tuple(color), {}
+
+    def GetName(self):
+        return self._name
+
+    def GetColor(self):
+        return self._color
+
+    def SetColor(self, r, g, b):
+        self._color = (r, g, b)
+
+    def SetTag(self, key, value):
+        self._tags[key] = value
+
+    def GetTag(self, key):
+        return self._tags.get(key)
+
+    @staticmethod
+    def GetTerminologyEntryTagName():
+        return "TerminologyEntry"
+
+
+class vtkSegmentation:
+    def __init__(self):
+        self._segments, self.masks, self._ids = {}, {}, itertools.count(1)
+
+    def AddEmptySegment(self, segmentId="", name="", color=None):
+        segmentId = segmentId or f"Segment_{next(self._ids)}"
+        self._segments[segmentId] = vtkSegment(name or segmentId, color or (0.5, 0.5, 0.5))
+        return segmentId
+
+    def GetSegment(self, segmentId):
+        return self._segments.get(segmentId)
+
+    def GetSegmentIdBySegmentName(self, name):
+        return next((i for i, seg in self._segments.items() if seg.GetName() == name), "")
+
+    def RemoveSegment(self, segmentId):
+        self._segments.pop(segmentId, None)
+        self.masks.pop(segmentId, None)
+
+    def GetNumberOfSegments(self):
+        return len(self._segments)
+
+    def GetNthSegmentID(self, index):
+        return list(self._segments)[index]
+
+    def GetNthSegment(self, index):
+        return list(self._segments.values())[index]
+
+
 class vtkMRMLSegmentationNode(vtkMRMLNode):
     def __init__(self):
         super().__init__()
-        self._segmentation = None
+        self._segmentation = vtkSegmentation()
 
     def GetSegmentation(self):
         return self._segmentation
 
     def GetReferenceImageGeometryReferenceRole(self):
         return "referenceImageGeometryRef"
+
+    def SetReferenceImageGeometryParameterFromVolumeNode(self, volume):
+        self.SetNodeReferenceID(self.GetReferenceImageGeometryReferenceRole(), volume.GetID())
+
+    def CreateClosedSurfaceRepresentation(self):
+        self.closedSurface = True
+
+
+class vtkMRMLSubjectHierarchyNode(vtkMRMLNode):
+    @staticmethod
+    def GetSubjectHierarchyNode(scene):
+        return vtkMRMLSubjectHierarchyNode()
+
+    def GetItemByDataNode(self, node):
+        return 0  # no folders in these tests
 
 
 class vtkMRMLTableNode(vtkMRMLNode):
@@ -963,27 +1042,29 @@ class vtkMRMLTableNode(vtkMRMLNode):
         return array
 
 
-class vtkMRMLPlotSeriesNode(vtkMRMLNode):
-    PlotTypeScatter, MarkerStyleNone, MarkerStyleCircle = 1, 0, 1
-
+class _RecordingNode(vtkMRMLNode):
     def __getattr__(self, name):  # SetXColumnName, SetColor...: recorded, no behaviour needed
         if name.startswith(("Set", "Add")):
             return lambda *args: self.__dict__.setdefault("settings", {}).__setitem__(name, args)
         raise AttributeError(name)
 
 
-class vtkMRMLPlotChartNode(vtkMRMLPlotSeriesNode):
+class vtkMRMLPlotSeriesNode(_RecordingNode):
+    PlotTypeScatter, MarkerStyleNone, MarkerStyleCircle = 1, 0, 1
+
+
+class vtkMRMLPlotChartNode(_RecordingNode):
     pass
 
 
-class vtkMRMLPlotViewNode(vtkMRMLPlotSeriesNode):
+class vtkMRMLPlotViewNode(_RecordingNode):
     pass
 
 
 NODE_CLASSES = {c.__name__: c for c in (
     vtkMRMLNode, vtkMRMLScriptedModuleNode, vtkMRMLTransformNode, vtkMRMLVolumeNode, vtkMRMLScalarVolumeNode,
     vtkMRMLLabelMapVolumeNode, vtkMRMLSegmentationNode, vtkMRMLTableNode, vtkMRMLPlotSeriesNode,
-    vtkMRMLPlotChartNode, vtkMRMLPlotViewNode)}
+    vtkMRMLPlotChartNode, vtkMRMLPlotViewNode, vtkMRMLSubjectHierarchyNode)}
 
 
 class _Collection:
@@ -1143,6 +1224,9 @@ class SlicerApp(QObject):
         self.testing = False
         self._moduleManager = _ModuleManager()
         self.documentationBaseUrl = "https://slicer.readthedocs.io/en/latest/"
+
+    def thread(self):
+        return QThread.main
 
     def testingEnabled(self):
         return self.testing

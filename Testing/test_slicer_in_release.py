@@ -124,3 +124,185 @@ def test_opening_the_modules_and_listing_models_never_imports_the_engine(release
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "loaded: []" in done.stdout, done.stdout + done.stderr[-2000:]
+
+
+# --- item 3: no process when the Trainer opens -----------------------------------------------------
+
+
+def test_trainer_opens_without_starting_a_process(release, monkeypatch):
+    import subprocess
+
+    started = []
+
+    def noProcess(*args, **kwargs):
+        started.append(args[:1])
+        raise OSError("no process may start while the module opens")
+
+    monkeypatch.setattr(subprocess, "run", noProcess)
+    monkeypatch.setattr(subprocess, "Popen", noProcess)
+    widget = standins.openModule(release, "SemiSegTrainer")
+    assert started == []
+    ui = widget.ui
+    assert ui.methodComboBox.count >= 5 and ui.methodComboBox.currentText == "mean-teacher (recommended)"
+    assert "scans nobody segmented" in ui.methodDescriptionLabel.text  # a clinician's words...
+    assert "EMA" in ui.methodDescriptionLabel.toolTip  # ...and the technical term in the tooltip
+    widget.exit()
+    widget.enter()
+
+
+# --- item 8: no plot nodes in the user's scene on open ---------------------------------------------
+
+
+CURVE_CLASSES = ("vtkMRMLTableNode", "vtkMRMLPlotSeriesNode", "vtkMRMLPlotChartNode", "vtkMRMLPlotViewNode")
+
+
+def test_trainer_adds_no_nodes_on_open_and_its_curves_are_not_saved_nor_dangling(release, monkeypatch):
+    from SemiSegTrainerLib.progress import TrainingProgress
+
+    scene = release.slicer.mrmlScene
+    widget = standins.openModule(release, "SemiSegTrainer")
+    assert [n for c in CURVE_CLASSES for n in scene.nodesOfClass(c)] == []
+    assert widget.ui.plotWidget.mrmlPlotViewNode() is None
+
+    tables = {}
+    monkeypatch.setattr(release.slicer.util, "updateTableFromArray",
+                        lambda node, arrays, names: tables.__setitem__(node.GetName(), names))
+    progress = TrainingProgress()
+    widget.logic.updateCurves(progress)  # the first events of a run
+    widget.onProgress(progress)
+    made = [n for c in CURVE_CLASSES for n in scene.nodesOfClass(c)]
+    assert len(made) == 6 and not any(n.GetSaveWithScene() for n in made)
+    assert widget.ui.plotWidget.mrmlPlotViewNode() is widget.logic.curvesViewNode() is not None
+
+    scene.Clear()  # Close Scene
+    assert widget.ui.plotWidget.mrmlPlotViewNode() is None
+    assert widget.logic.curvesViewNode() is None
+    widget.logic.updateCurves(progress)  # the next run makes them again
+    widget.onProgress(progress)
+    assert scene.IsNodePresent(widget.ui.plotWidget.mrmlPlotViewNode())
+
+
+# --- item 6: installing the engine's packages into Slicer's Python ---------------------------------
+
+
+class FakePip:
+    """Slicer's pip_install ends in (_)executePythonModule("pip", args): record args and the constraints."""
+
+    def __init__(self, versions):
+        self.versions, self.calls = versions, []
+
+    def __call__(self, module, args, *rest, **kwargs):
+        args = list(args)
+        constraints = open(args[args.index("-c") + 1]).read() if "-c" in args else None
+        self.calls.append((module, args, constraints))
+        from SemiSegTogetherLib.dependencies import parseRequirements
+
+        for req in parseRequirements("\n".join(a for a in args[1:] if a[0].isalpha())):
+            if req.name in self.versions:  # pip installs the floor; --upgrade a newer one
+                self.versions[req.name] = req.minimum + (".1" if "--upgrade" in args else "")
+
+
+@pytest.mark.parametrize("torchInstalled", [True, False], ids=["torch-present", "torch-missing"])
+def test_setup_holds_torch_and_numpy_installs_missing_and_update_upgrades(release, monkeypatch, torchInstalled):
+    import sys
+    import types
+    from importlib import metadata
+
+    from SemiSegTogetherLib import dependencies
+
+    requirements = dependencies.readRequirements(
+        os.path.join(h.TOGETHER_DIR, "Resources", "requirements.txt"))
+    versions = {r.name: None for r in requirements}
+    versions.update(numpy="1.26.4", torch="2.5.1+cu121" if torchInstalled else None)
+
+    def version(name):
+        if versions.get(name) is None:
+            raise metadata.PackageNotFoundError(name)
+        return versions[name]
+
+    monkeypatch.setattr(dependencies.metadata, "version", version)
+    torchCalls = []
+
+    class PyTorchUtilsLogic:
+        def torchInstalled(self):
+            raise AssertionError("torchInstalled() imports torch into Slicer")
+
+        def installTorch(self, askConfirmation=False, forceComputationBackend=None, torchVersionRequirement=None):
+            torchCalls.append(torchVersionRequirement)
+            versions["torch"] = "2.9.0+cu128"
+            return types.ModuleType("torch")
+
+    monkeypatch.setitem(sys.modules, "PyTorchUtils", types.SimpleNamespace(PyTorchUtilsLogic=PyTorchUtilsLogic))
+    pip = FakePip(versions)
+    for name in ("_executePythonModule", "executePythonModule"):  # 5.6-5.10 / 5.12 (via slicer.packaging)
+        if hasattr(release.slicer.util, name):
+            monkeypatch.setattr(release.slicer.util, name, pip)
+    release.slicer.app.testing = True  # as under Slicer --testing: no dialogs, plain blocking pip
+    module = release.module("SemiSegTogether")
+    logic = module.SemiSegTogetherLogic()
+
+    logic.setupPythonRequirements(askConfirmation=False)
+    assert torchCalls == ([] if torchInstalled else [">=2.2"])
+    (name, args, constraints), = pip.calls
+    assert name == "pip" and args[0] == "install" and "--upgrade" not in args
+    assert set(r.line for r in requirements) <= set(args) and not any(a.startswith("torch") for a in args)
+    assert constraints == f"torch=={versions['torch']}\nnumpy==1.26.4\n"
+
+    logic.setupPythonRequirements(askConfirmation=False)  # all there now: no second pip call
+    assert len(pip.calls) == 1
+    logic.setupPythonRequirements(askConfirmation=False, upgrade=True)  # "Update packages"
+    assert "--upgrade" in pip.calls[1][1] and pip.calls[1][2] == constraints
+
+
+# --- items 7 and 9: the result sits on the volume, with the model's names, colours and terminology --
+
+
+def loadedLabelmaps(release, monkeypatch):
+    """loadLabelVolume / arrayFromVolume / updateSegmentBinaryLabelmapFromArray need MRML's readers."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    util = release.slicer.util
+
+    def loadLabelVolume(path, properties=None):
+        node = release.slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "label")
+        node.array = sitk.GetArrayFromImage(sitk.ReadImage(path))
+        return node
+
+    monkeypatch.setattr(util, "loadLabelVolume", loadLabelVolume)
+    monkeypatch.setattr(util, "arrayFromVolume", lambda node: node.array)
+    monkeypatch.setattr(util, "updateSegmentBinaryLabelmapFromArray",
+                        lambda mask, seg, segmentId, ref: seg.GetSegmentation().masks.__setitem__(segmentId, mask))
+    return np
+
+
+def test_result_follows_the_volumes_transform_and_keeps_the_models_segments(release, monkeypatch, tmp_path):
+    import SimpleITK as sitk
+
+    from SemiSegTogetherLib.manifest import segmentSpecs
+
+    np = loadedLabelmaps(release, monkeypatch)
+    scene = release.slicer.mrmlScene
+    transform = scene.AddNewNodeByClass("vtkMRMLTransformNode", "registration")
+    volume = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "MRI")
+    volume.SetAndObserveTransformNodeID(transform.GetID())
+    labels = np.zeros((3, 4, 5), np.uint8)
+    labels[1, 1:3, 1:4] = 1
+    sitk.WriteImage(sitk.GetImageFromArray(labels), str(tmp_path / "result.nrrd"))
+    manifest = h.exampleManifest()
+    specs = segmentSpecs(manifest, ["left atrium"])
+    logic = release.module("SemiSegTogether").SemiSegTogetherLogic(pythonExecutable="/bin/false")
+
+    result = logic.importLabelmap(str(tmp_path / "result.nrrd"), volume, specs, modelName="la")
+    assert result.GetTransformNodeID() == transform.GetID()  # drawn where the volume is, not at its local frame
+    segment = result.GetSegmentation().GetNthSegment(0)
+    assert segment.GetName() == "left atrium"
+    assert segment.GetColor() == pytest.approx((177 / 255, 122 / 255, 101 / 255))
+    assert "SCT^82471001^Left atrium" in segment.GetTag(segment.GetTerminologyEntryTagName())
+    assert result.GetSegmentation().masks[result.GetSegmentation().GetNthSegmentID(0)].sum() == 6
+
+    other = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "elsewhere")  # not under the transform
+    standins.QSettings.store["SemiSeg/modelsDir"] = str(withOneModel(tmp_path))
+    entry = logic.findModel("la-mean-teacher")
+    with pytest.raises(ValueError, match="under another transform"):
+        logic.startSegmentation(volume, entry, ["left atrium"], outputSegmentation=other)

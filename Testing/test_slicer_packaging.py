@@ -146,15 +146,15 @@ def test_render_trainer_panel_png(tmp_path):
     import PySide6.QtUiTools  # noqa: F401
     from PySide6.QtWidgets import QComboBox, QLabel, QLineEdit, QTableWidget, QTableWidgetItem
 
-    from SemiSegTrainerLib.settings import FALLBACK_METHODS, sortMethods
+    from SemiSegTrainerLib.settings import readMethods
 
     widget, error = h.loadUi(h.rewriteUi(open(h.uiPath("SemiSegTrainer")).read(), preview=True))
     assert widget is not None, error
     methods = widget.findChild(QComboBox, "methodComboBox")
-    ordered = sortMethods(FALLBACK_METHODS)
+    ordered = readMethods(os.path.join(h.TRAINER_DIR, "Resources", "methods.json"))
     for m in ordered:
         methods.addItem(m.label())
-    widget.findChild(QLabel, "methodDescriptionLabel").setText(ordered[0].description)
+    widget.findChild(QLabel, "methodDescriptionLabel").setText(ordered[0].plainDescription())
     widget.findChild(QTableWidget, "labeledCasesTable").setHorizontalHeaderLabels(["Volume", "Segmentation"])
     options = widget.findChild(QTableWidget, "methodOptionsTable")
     options.setRowCount(0)
