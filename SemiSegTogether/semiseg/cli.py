@@ -1,4 +1,5 @@
-"""`semiseg` command line: demo | check | convert | train | predict | suggest | evaluate | methods | bench."""
+"""`semiseg` command line: demo | check | convert | train | predict | suggest | add-labeled | evaluate | methods |
+bench."""
 
 from __future__ import annotations
 
@@ -251,6 +252,13 @@ def cmd_suggest(args) -> int:
     return 0
 
 
+def cmd_add_labeled(args) -> int:
+    from semiseg.pool import add_labeled
+    case = add_labeled(Path(args.data), args.case, Path(args.label), overwrite=args.overwrite)
+    print(f"{case.id} is labeled now ({case.label}); it is listed first, so the validation cases stay the same")
+    return 0
+
+
 def cmd_evaluate(args) -> int:
     from semiseg.evaluate import evaluate_folder, format_summary
     from semiseg.events import _clean
@@ -382,6 +390,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--events", help="JSON-lines progress events to FILE, or - for stdout")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.set_defaults(func=cmd_suggest)
+
+    p = sub.add_parser("add-labeled", help="move a corrected unlabeled case into the labeled set")
+    p.add_argument("--data", required=True, help="dataset folder (its dataset.json is updated or written)")
+    p.add_argument("--case", required=True, help="id of the unlabeled case (as `semiseg suggest` lists it)")
+    p.add_argument("--label", required=True, help="its corrected label map, on the image's grid")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing labelsTr/ file of that name")
+    p.set_defaults(func=cmd_add_labeled)
 
     p = sub.add_parser("evaluate", help="Dice, Jaccard, HD95, ASD (mm and voxels) of predictions against labels")
     p.add_argument("--pred", required=True, help="folder of predicted label maps named like the images")
