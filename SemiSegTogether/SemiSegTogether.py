@@ -1,3 +1,4 @@
+import html
 import logging
 import os
 import shutil
@@ -27,6 +28,7 @@ from SemiSegTogetherLib.events import InferenceProgress, JobState
 from SemiSegTogetherLib.manifest import ModelPackageError, segmentSpecs
 from SemiSegTogetherLib.memory import checkInferenceMemory, queryGpuMemoryMb, queryRamAvailableMb
 from SemiSegTogetherLib.process import EngineJob, startBackgroundProcess
+from SemiSegTogetherLib.sampledata import sampleDataSource
 
 SETTINGS_MODELS_DIR = "SemiSeg/modelsDir"
 SETTINGS_FORCE_CPU = "SemiSeg/forceCpu"
@@ -58,13 +60,24 @@ class SemiSegTogether(ScriptedLoadableModule):
         self.parent.dependencies = []
         self.parent.contributors = ["SemiSeg contributors"]
         self.parent.helpText = _("""
-Segment a volume with a SemiSeg model: pick the model and the structures (task prompts), press Segment.
-The model runs in a separate process; the result is a new segmentation node.
+Outline structures in a scan with a SemiSeg model: pick the scan, the model and the structures, press Segment.
+The result is a new segmentation with the model's names and colours. No model yet? Train one in SemiSeg Trainer
+from a few segmented cases, or import one. To try it, load SemiSegPhantom from the Sample Data module.
 See the <a href="https://github.com/semiseg/SlicerSemiSeg/blob/main/docs/user-guide-together.md">user guide</a>.
 """)
         self.parent.acknowledgementText = _("""
 SemiSeg builds on MONAI, PyTorch and SimpleITK. Model packages carry their own citation in their model card.
 """)
+        # Sample Data lists SemiSeg's phantom once Slicer has started (as Slicer's module template does).
+        slicer.app.connect("startupCompleted()", registerSampleData)
+
+
+def registerSampleData() -> None:
+    """Add SemiSegPhantom (a small synthetic scan and its segmentation) to the Sample Data module."""
+    import SampleData  # noqa: PLC0415  (a Slicer module: importable once Slicer has started)
+
+    resources = os.path.join(os.path.dirname(os.path.abspath(__file__)), "Resources")
+    SampleData.SampleDataLogic.registerCustomSampleDataSource(**sampleDataSource(resources))
 
 
 #
@@ -142,6 +155,7 @@ class SemiSegTogetherWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.refreshModelsButton.connect("clicked(bool)", self.onRefreshModels)
         self.ui.importModelButton.connect("clicked(bool)", self.onImportModel)
         self.ui.openModelsFolderButton.connect("clicked(bool)", self.onOpenModelsFolder)
+        self.ui.trainModelButton.connect("clicked(bool)", lambda: slicer.util.selectModule("SemiSegTrainer"))
         self.ui.promptsListWidget.connect("itemChanged(QListWidgetItem*)", self.onPromptItemChanged)
         self.ui.selectAllPromptsButton.connect("clicked(bool)", lambda: self.setAllPromptsChecked(True))
         self.ui.selectNoPromptsButton.connect("clicked(bool)", lambda: self.setAllPromptsChecked(False))
@@ -229,7 +243,7 @@ class SemiSegTogetherWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                     index = self.ui.modelComboBox.count - 1
                     self.ui.modelComboBox.setItemData(index, entry.error, qt.Qt.ToolTipRole)
             if not self._modelEntries:
-                self.ui.modelComboBox.addItem(_("No models in {folder}").format(folder=self.logic.modelsDir()), "")
+                self.ui.modelComboBox.addItem(_("No model yet"), "")
         finally:
             self._updatingGui = wasUpdating
         if self._parameterNode and not self.selectFirstModelIfNone():
@@ -267,7 +281,7 @@ class SemiSegTogetherWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if index >= 0 and self.ui.modelComboBox.currentIndex != index:
                 self.ui.modelComboBox.setCurrentIndex(index)
             if entry is None:
-                self.ui.modelCardLabel.text = _("No model selected.")
+                self.ui.modelCardLabel.text = _("No model selected.") if self._modelEntries else self.noModelsText()
                 self.ui.promptsListWidget.clear()
                 return
             if not entry.ok:
@@ -291,6 +305,13 @@ class SemiSegTogetherWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 item.setCheckState(qt.Qt.Checked if item.text() in checked else qt.Qt.Unchecked)
         finally:
             self._updatingGui = wasUpdating
+
+    def noModelsText(self) -> str:
+        """What to do next when the models folder is empty."""
+        return _("<b>No model yet</b> in {folder}.<br>To make one from a few segmented cases, press <b>Train a "
+                 "model…</b> (SemiSeg Trainer). To use one someone shared, press <b>Import model…</b>.<br>To try "
+                 "SemiSeg first, load <b>SemiSegPhantom</b> in the Sample Data module.").format(
+            folder=html.escape(self.logic.modelsDir()))
 
     def onModelChanged(self, index: int) -> None:
         if self._updatingGui or self._parameterNode is None or index < 0:

@@ -62,8 +62,9 @@ class SemiSegTrainer(ScriptedLoadableModule):
         self.parent.dependencies = ["SemiSegTogether"]
         self.parent.contributors = ["SemiSeg contributors"]
         self.parent.helpText = _("""
-Train a segmentation model from a few segmented volumes and a pool of unlabeled ones (semi-supervised).
-Training runs in a separate process; the finished model opens in SemiSeg Together in one click.
+Teach SemiSeg a new structure: give it a few scans you segmented and, if you have them, scans nobody segmented
+(semi-supervised learning uses those too). Training runs in the background; the finished model opens in
+SemiSeg Together in one click. To try it, load SemiSegPhantom (a scan with its segmentation) from Sample Data.
 See the <a href="https://github.com/SemiSeg/SlicerSemiSeg/blob/main/docs/user-guide-trainer.md">user guide</a>.
 """)
         self.parent.acknowledgementText = _("""

@@ -1219,6 +1219,8 @@ class _ModuleManager(QObject):
 
 
 class SlicerApp(QObject):
+    startupCompleted = Signal()
+
     def __init__(self):
         super().__init__()
         self.testing = False

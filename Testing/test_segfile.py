@@ -30,6 +30,7 @@ def test_segments_keep_names_colours_terminology_and_geometry(tmp_path):
     label = _oblique_label()
     path = write_segmentation(label, [LEFT_ATRIUM, VESSEL], tmp_path / "result.seg.nrrd")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["result.seg.nrrd"]  # atomic: nothing left behind
+    assert path.stat().st_mode & 0o044, "readable by others, like any file the user saves"
     seg = slicerio.read_segmentation(str(path))
     atrium, vessel = seg["segments"]
     assert (atrium["name"], atrium["labelValue"], vessel["name"], vessel["labelValue"]) == ("left atrium", 1,

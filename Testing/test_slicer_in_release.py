@@ -306,3 +306,74 @@ def test_result_follows_the_volumes_transform_and_keeps_the_models_segments(rele
     entry = logic.findModel("la-mean-teacher")
     with pytest.raises(ValueError, match="under another transform"):
         logic.startSegmentation(volume, entry, ["left atrium"], outputSegmentation=other)
+
+
+# --- item 10: something to try, and what to do next -------------------------------------------------
+
+
+def test_sample_data_is_registered_after_startup_and_loads_from_the_module(release, monkeypatch, tmp_path):
+    import hashlib
+    import sys
+    import types
+    import urllib.request
+
+    import SimpleITK as sitk
+    import slicerio
+
+    registered = []
+    sampleData = types.ModuleType("SampleData")
+    sampleData.SampleDataLogic = types.SimpleNamespace(registerCustomSampleDataSource=lambda **kw: registered.append(kw))
+    monkeypatch.setitem(sys.modules, "SampleData", sampleData)
+    module = release.module("SemiSegTogether")
+    parent = types.SimpleNamespace(path=module.__file__)
+    module.SemiSegTogether(parent)  # Slicer makes the module object at startup...
+    assert registered == []
+    release.slicer.app.startupCompleted.emit()  # ...and Sample Data is asked once startup is complete
+    (source,) = registered
+    assert source["category"] == "SemiSeg" and source["sampleName"] == "SemiSegPhantom"
+    assert source["loadFileType"] == ["VolumeFile", "SegmentationFile"]
+    assert os.path.getsize(source["thumbnailFileName"]) > 0
+    copies = []
+    for uri, name, checksum in zip(source["uris"], source["fileNames"], source["checksums"]):
+        copy = str(tmp_path / name)
+        urllib.request.urlretrieve(uri, copy)  # what SampleDataLogic.downloadFile does with the address
+        assert checksum == "SHA256:" + hashlib.sha256(open(copy, "rb").read()).hexdigest()
+        assert os.path.getsize(copy) < 200_000  # small enough to ship
+        copies.append(copy)
+    volume, segmentation = sitk.ReadImage(copies[0]), sitk.ReadImage(copies[1])
+    assert volume.GetSize() == segmentation.GetSize() and volume.GetOrigin() == segmentation.GetOrigin()
+    assert [s["name"] for s in slicerio.read_segmentation(copies[1])["segments"]] == ["organ", "vessel", "lesion"]
+
+
+def test_with_no_models_the_panel_says_what_to_do_next(release, monkeypatch, tmp_path):
+    standins.QSettings.store["SemiSeg/modelsDir"] = str(tmp_path / "empty")
+    selected = []
+    monkeypatch.setattr(release.slicer.util, "selectModule", selected.append)
+    widget = standins.openModule(release, "SemiSegTogether", pythonExecutable="/bin/false")
+    card = widget.ui.modelCardLabel.text
+    for hint in ("No model yet", "Train a model", "Import model", "SemiSegPhantom", "Sample Data"):
+        assert hint in card
+    widget.ui.trainModelButton.click()
+    assert selected == ["SemiSegTrainer"]
+
+
+JARGON = ("prompt", "sliding", "cpu", "cuda", "component", "ema ", "iteration", "optimiser")
+
+
+@pytest.mark.parametrize("module", ["SemiSegTogether", "SemiSegTrainer"])
+def test_panel_words_are_a_clinicians_with_the_technical_term_in_the_tooltip(module):
+    import xml.etree.ElementTree as ET
+
+    root = ET.parse(h.uiPath(module)).getroot()
+    advancedBox = next(w for w in root.iter("widget") if w.get("name") == "advancedCollapsibleButton")
+    advanced = {w.get("name") for w in advancedBox.iter("widget")}  # engineers' settings may say what they are
+    visible, tooltips = [], []
+    for widget in root.iter("widget"):
+        for prop in widget.findall("property"):
+            text = prop.findtext("string") or ""
+            if prop.get("name") == "toolTip":
+                tooltips.append(text)
+            elif prop.get("name") in ("text", "title") and widget.get("name") not in advanced:
+                visible.append(text.lower())
+    assert not [t for t in visible if any(word in t for word in JARGON)], visible
+    assert any("(Technical:" in t for t in tooltips)

@@ -97,4 +97,11 @@ def write_segmentation(label: Volume, labels: Sequence[dict], path: str | os.Pat
     segmentation = {"voxels": voxels, "ijkToLPS": ijk_to_lps(label), "encoding": "gzip", "segments": segments}
     with atomic_path(path, suffix=".seg.nrrd") as tmp:
         slicerio.write_segmentation(str(tmp), segmentation)
+        os.chmod(tmp, 0o666 & ~_umask())  # as a plain open() would make it (the temporary file is 0600)
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
