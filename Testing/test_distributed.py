@@ -170,7 +170,7 @@ def _worker_stall(data: Path, work: Path) -> None:
         if rank == 1 and it == 1:
             # stuck (as in a hung data read) until torchrun stops it after rank 0's failure
             t = time.time()
-            while not self._cancel and time.time() - t < 60:
+            while not self._cancel and time.time() - t < 120:
                 time.sleep(0.05)
         return original(self, it)
 
@@ -324,7 +324,7 @@ def test_cancel_and_resume_two_processes(data, tmp_path):
             "--patch", "32,32,32", "--device", "cpu", "--batch-labeled", "1", "--batch-unlabeled", "1",
             "--val-every", "1000", "--quiet", "--option", "n_filters=4", "--dist-timeout", "60"]
     proc = subprocess.Popen(args, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
+    deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
         if events.exists() and any('"iteration"' in line and json.loads(line).get("iteration", 0) >= 2
                                    for line in events.read_text().splitlines() if line.strip()):
@@ -332,7 +332,7 @@ def test_cancel_and_resume_two_processes(data, tmp_path):
         time.sleep(0.2)
     assert proc.poll() is None, "the run ended before it could be cancelled: " + proc.communicate()[1][-3000:]
     proc.send_signal(signal.SIGTERM)  # what the Slicer trainer's Cancel does
-    _, err = proc.communicate(timeout=120)
+    _, err = proc.communicate(timeout=300)
     assert proc.returncode != 0
     first = [json.loads(line) for line in events.read_text().splitlines()]
     assert first[-1]["event"] == "error" and "cancelled at iteration" in first[-1]["message"], first[-1]
@@ -361,18 +361,18 @@ def test_cancel_and_resume_two_processes(data, tmp_path):
     # a different process count cannot resume it
     one_process = args[:4] + args[6:] + ["--resume", "--overwrite"]
     assert "--gpus" not in one_process
-    single = subprocess.run(one_process, env=_env(), capture_output=True, text=True, timeout=120)
+    single = subprocess.run(one_process, env=_env(), capture_output=True, text=True, timeout=300)
     assert single.returncode == 2 and "2 process(es)" in single.stderr, single.stderr[-2000:]
 
 
 def test_stalled_rank_fails_with_clear_error(data, tmp_path):
-    t0 = time.time()
-    proc = _torchrun(str(Path(__file__).resolve()), "stall", str(data), str(tmp_path), timeout=120)
+    proc = _torchrun(str(Path(__file__).resolve()), "stall", str(data), str(tmp_path), timeout=240)
     assert proc.returncode != 0
-    assert time.time() - t0 < 55, "the run waited for the stalled rank instead of timing out"
     report = json.loads((tmp_path / "stall.rank0").read_text())
     assert report["type"] == "DistributedError", report
     assert "--dist-timeout 4 s" in report["message"] and "rank 0 of 2" in report["message"]
-    assert report["seconds"] < 40
+    # timed inside the worker (process start-up on a loaded machine is not the point): rank 1 stalls for 120 s,
+    # so a rank 0 that waited for it instead of timing out would report at least that
+    assert report["seconds"] < 100, report
     events = [json.loads(line) for line in (tmp_path / "stall.events").read_text().splitlines()]
     assert events[-1]["event"] == "error" and "did not answer" in events[-1]["message"]
