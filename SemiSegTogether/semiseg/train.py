@@ -33,6 +33,7 @@ from semiseg.datasets import load_dataset
 from semiseg.devices import amp_enabled, resolve_device
 from semiseg.errors import ConfigError, SemiSegError
 from semiseg.events import EventWriter
+from semiseg.fastpaths import FastPaths
 from semiseg.infer import predict_classes
 from semiseg.labels import label_entry
 from semiseg.methods import MethodContext, build_method
@@ -380,7 +381,7 @@ class _Trainer:
                 # The case is annotated for its task only: score (and, prompted, predict) those structures.
                 chosen = [lab for lab in chosen if lab["task"] == self.space.task_names[case.task]]
             pred = predict_classes(net, manifest, case.image[0], self.device, chosen, overlap=self.cfg.val_overlap,
-                                   use_amp=self.cfg.amp)
+                                   fast=FastPaths(precision="auto" if self.cfg.amp else "fp32"))
             for lab in chosen:
                 per_label[lab["name"]].append(_dice(pred == lab["value"], case.label == lab["value"]))
         # The model card's measured inference cost: sliding window over a validation case.
