@@ -43,7 +43,7 @@ HERE = Path(__file__).resolve().parent
 REFERENCE_SCRIPT = "train_LA_meanteacher_certainty_unlabel.py"
 LA_PATCH = (80, 112, 112)  # (d, h, w); UA-MT's (112, 112, 80) in its (x, y, z) order
 METHODS = ("supervised", "mean-teacher", "ad", "versemi", "dual-contrast")
-TRAIN_VARIANTS = ("fp32", "fp16", "channels-last", "compile", "no-cudnn-benchmark")
+TRAIN_VARIANTS = ("fp32", "fp16", "channels-last", "no-cudnn-benchmark", "compile")  # compile: slowest, last
 INFER_VARIANTS = ("fp32", "channels-last", "cpu-preprocessing", "sw-batch-1")
 # Rough seconds each part needs on a GPU, to decide whether it still fits in the budget.
 ESTIMATE_S = {"reference-train": 75, "train": 25, "compile": 90, "infer": 15, "reference-infer": 40,
@@ -133,7 +133,7 @@ def prepare_data(args, work: Path) -> tuple[Path, dict]:
         return Path(args.data), {"data": "given", "path_name": Path(args.data).name}
     from semiseg.synthetic import make_dataset
     shape = tuple(args.volume_shape)
-    path = make_dataset(work / "phantoms", n_labeled=4, n_unlabeled=4, n_test=1, shape=shape, seed=0,
+    path = make_dataset(work / "phantoms", n_labeled=2, n_unlabeled=2, n_test=1, shape=shape, seed=0,
                         overwrite=True)
     return path, {"data": "synthetic phantoms (semiseg synthetic)", "shape_zyx": list(shape)}
 
@@ -540,19 +540,17 @@ def main(argv=None) -> int:
         labels: dict = {}
         results.attempt("infer", "default", "infer", lambda: engine_inference(model, data, args, "default", labels))
         if reference is not None and reference.exists():
-            results.attempt("reference-infer", "grad on", "reference-infer",
-                            lambda: reference_inference(reference, data, work / "runs", args, no_grad=False))
+            for name, no_grad in (("grad on", False), ("grad off", True)):
+                results.attempt("reference-infer", name, "reference-infer",
+                                lambda g=no_grad: reference_inference(reference, data, work / "runs", args, g))
         results.attempt("sampling", "patch sampling", "sampling", lambda: patch_sampling(data, args))
+        for variant in _names(args.infer_variants):
+            results.attempt("infer", variant, "infer",
+                            lambda v=variant: engine_inference(model, data, args, v, labels))
         for variant in _names(args.train_variants):
             results.attempt("train-variant", variant, "compile" if variant == "compile" else "train",
                             lambda v=variant: engine_training("mean-teacher", data, work / "runs", args,
                                                               train_variant(v)))
-        for variant in _names(args.infer_variants):
-            results.attempt("infer", variant, "infer",
-                            lambda v=variant: engine_inference(model, data, args, v, labels))
-        if reference is not None and reference.exists():
-            results.attempt("reference-infer", "grad off", "reference-infer",
-                            lambda: reference_inference(reference, data, work / "runs", args, no_grad=True))
         results.add({"kind": "done"})
     finally:
         if not args.work:
