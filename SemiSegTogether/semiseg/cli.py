@@ -108,7 +108,6 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weight-decay", type=float)
     p.add_argument("--schedule", choices=["poly", "constant", "step"], help="LR schedule (default poly 0.9)")
     p.add_argument("--device", default="auto", help="auto (CUDA if present) | cpu | cuda | cuda:N | mps")
-    p.add_argument("--no-amp", action="store_true", help="disable mixed precision (it is only used on CUDA)")
     p.add_argument("--val-every", type=int, default=200, help="validate every N iterations (default 200)")
     p.add_argument("--val-cases", type=int, help="labeled cases held out for validation and checkpoint "
                                                  "selection (default: a fifth, at least 1, when ≥3 labeled)")
@@ -116,6 +115,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--augment", default="standard", choices=["none", "light", "standard", "strong"])
     p.add_argument("--option", action="append", metavar="KEY=VALUE",
                    help="method option (repeatable); `semiseg methods` lists them")
+    add_fast_path_arguments(p)
 
 
 def _train_config(args, **overrides):
@@ -125,7 +125,7 @@ def _train_config(args, **overrides):
         method_options=_options(args.option), iterations=args.iterations, batch_labeled=args.batch_labeled,
         batch_unlabeled=args.batch_unlabeled, patch=args.patch, spacing=args.spacing, intensity=args.intensity,
         optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay, schedule=args.schedule,
-        device=args.device, amp=not args.no_amp, val_every=args.val_every, val_cases=args.val_cases,
+        device=args.device, fast=_fast_paths(args), val_every=args.val_every, val_cases=args.val_cases,
         fg_ratio=args.fg_ratio, augment=args.augment, **overrides)
 
 

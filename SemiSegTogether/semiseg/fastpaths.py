@@ -56,15 +56,16 @@ class FastPaths:
         """A loss scaler for fp16 (its range needs one); disabled (a pass-through) for bf16 and fp32."""
         return torch.amp.GradScaler(device.type, enabled=self.amp_dtype(device) is torch.float16)
 
-    def prepare_network(self, net: nn.Module, device: torch.device) -> nn.Module:
-        """Sets cuDNN autotuning, converts `net` to channels_last_3d and compiles it, as asked; in place."""
+    def prepare_network(self, net: nn.Module, device: torch.device, compiled: nn.Module | None = None) -> nn.Module:
+        """Sets cuDNN autotuning, converts `net` to channels_last_3d and compiles `compiled` (default: `net`),
+        as asked; in place."""
         set_cudnn_benchmark(device, self.cudnn_benchmark)
         if self.channels_last:
             net.to(memory_format=torch.channels_last_3d)
         if self.compile:
             # nn.Module.compile keeps the module object and its state_dict keys (torch.compile(net) would
             # wrap it and prefix every key with "_orig_mod.").
-            net.compile()
+            (compiled if compiled is not None else net).compile()
         return net
 
     def prepare_input(self, x: torch.Tensor) -> torch.Tensor:
