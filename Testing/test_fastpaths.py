@@ -234,7 +234,7 @@ def test_predict_volume_same_labels_with_every_switch():
     model = manifest(spacing=[1.0, 1.0, 1.0])
     reference, stats = predict_volume(vnet(n_filters=4), model, vol, CPU, sw_batch_size=1,
                                       preprocess_on_device=False, fast=FastPaths(precision="fp32"))
-    assert stats["precision"] == "fp32"
+    assert stats["fast_paths"]["precision"] == "fp32"
     for kwargs in (dict(preprocess_on_device=True), dict(sw_batch_size="auto"), dict(sw_batch_size=3),
                    dict(fast=FastPaths(channels_last=True))):
         label, _ = predict_volume(vnet(n_filters=4), model, vol, CPU, **kwargs)

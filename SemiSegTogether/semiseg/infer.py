@@ -162,7 +162,7 @@ def predict_volume(net: nn.Module, manifest: dict, volume: Volume, device: torch
                              out_shape=volume.array.shape, fast=fast, progress=progress)
     if lcc:
         labels = keep_largest_component(labels)
-    stats = {"seconds": time.perf_counter() - start, "device": str(device), **fast.describe(device)}
+    stats = {"seconds": time.perf_counter() - start, "device": str(device), "fast_paths": fast.describe(device)}
     if device.type == "cuda":
         stats["peak_gpu_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
     return volume.with_array(labels), stats

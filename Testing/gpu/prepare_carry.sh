@@ -16,10 +16,12 @@ checkout="$1"
 [ -f "$checkout/code/train_LA_meanteacher_certainty_unlabel.py" ] || {
   echo "$0: $checkout/code/train_LA_meanteacher_certainty_unlabel.py not found (a checkout of github yulequan/UA-MT?)" >&2; exit 2; }
 cd "$root"
+# The versions of the lock file (constraints.txt), so that the GPU run uses what CI tests.
+pin() { grep -i "^$1==" constraints.txt | head -1; }
 mkdir -p .whl
 "$python" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-  -d .whl "monai==1.6.1" "SimpleITK==2.5.3" "tensorboardX==2.6.5"
+  -d .whl "$(pin monai)" "$(pin simpleitk)" "tensorboardX==2.6.5"
 rm -rf .uamt && mkdir -p .uamt && cp -r "$checkout/code" .uamt/code && rm -rf .uamt/code/__pycache__
 if [ $# -ge 2 ]; then
   PYTHONPATH="$root/SemiSegTogether" "$python" - "$2" .la-subset <<'PY'
