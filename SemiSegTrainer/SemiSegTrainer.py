@@ -23,7 +23,7 @@ from slicer.util import VTKObservationMixin
 # SemiSegTogether is a dependency: its folder (with SemiSegTogetherLib and the engine) is on
 # sys.path before this module loads. The engine itself (semiseg) is only imported lazily.
 from SemiSegTogetherLib.command import engineEnvironment
-from SemiSegTogetherLib.catalog import ModelExistsError
+from SemiSegTogetherLib.catalog import ModelEntry, ModelExistsError
 from SemiSegTogetherLib.events import JobState
 from SemiSegTogetherLib.manifest import parseTerminologyEntry, readManifest
 
@@ -36,6 +36,7 @@ from SemiSegTrainerLib.export import (
     geometryFromIjkToRas,
     readBaseDataset,
 )
+from SemiSegTrainerLib.activeloop import fineTuneSettings, readSuggestions, startSuggestJob, writePoolNodes
 from SemiSegTrainerLib.jobs import TrainingJobFolder, TrainingRunner, findResumableJobs, registerModel
 from SemiSegTrainerLib.progress import TrainingProgress
 from SemiSegTrainerLib.settings import TrainingSettings, parseOptionValue, readMethods
@@ -154,6 +155,7 @@ class SemiSegTrainerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNodeGuiTag = None
         self._methods = []
         self._updatingGui = False
+        self._corrections = {}  # volume node id -> the segmentation "Segment with current model" made
 
     def setup(self) -> None:
         """Called when the user opens the module the first time and the widget is initialized."""
@@ -186,6 +188,11 @@ class SemiSegTrainerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.cancelButton.connect("clicked(bool)", self.onCancelButton)
         self.ui.resumeButton.connect("clicked(bool)", self.onResumeButton)
         self.ui.useModelButton.connect("clicked(bool)", self.onUseModelButton)
+        self.ui.suggestButton.connect("clicked(bool)", self.onSuggestButton)
+        self.ui.suggestionsListWidget.connect("itemSelectionChanged()", self.updateButtons)
+        self.ui.segmentSuggestedButton.connect("clicked(bool)", self.onSegmentSuggestedButton)
+        self.ui.addAsLabeledButton.connect("clicked(bool)", self.onAddAsLabeledButton)
+        self.ui.fineTuneButton.connect("clicked(bool)", self.onFineTuneButton)
 
         self.loadMethods()
         self.showSettings(self.logic.loadSettings())
@@ -389,6 +396,10 @@ class SemiSegTrainerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.resumeButton.toolTip = (_("Continue {folder} from its last checkpoint.").format(folder=resumable.folder)
                                         if resumable else _("No cancelled or interrupted training to continue."))
         self.ui.useModelButton.enabled = (not running) and job is not None and job.finished
+        self.ui.suggestButton.enabled = self.ui.fineTuneButton.enabled = self.ui.useModelButton.enabled
+        chosen = self.chosenVolume()
+        self.ui.segmentSuggestedButton.enabled = chosen is not None and self.ui.useModelButton.enabled
+        self.ui.addAsLabeledButton.enabled = chosen is not None and chosen.GetID() in self._corrections
 
     def resumeCandidate(self):
         """The current run if it can be resumed, else the newest resumable run in the work folder."""
@@ -406,10 +417,12 @@ class SemiSegTrainerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onTrainButton(self) -> None:
         self.startRun(checkOnly=False)
 
-    def startRun(self, checkOnly: bool) -> None:
+    def startRun(self, checkOnly: bool, initFrom: Optional[str] = None) -> None:
         with slicer.util.tryWithErrorDisplay(_("Failed to start training."), waitCursor=True):
             settings = self.settingsFromGui()
             self.logic.saveSettings(settings)
+            if initFrom:
+                settings = fineTuneSettings(settings, initFrom)
             self.logic.setupPythonRequirements(askConfirmation=self.showDialogs)
             job, problems = self.logic.prepareJob(self._parameterNode, settings)
             if problems.warnings:
@@ -478,6 +491,54 @@ class SemiSegTrainerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.addLog(_("Model registered: {path}").format(path=path))
             slicer.util.selectModule("SemiSegTogether")
 
+    # Annotate next: suggest, segment, correct, add as labeled, fine-tune -------------------------------
+
+    def onSuggestButton(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("Failed to rank the pool."), waitCursor=True):
+            self.ui.suggestionsListWidget.clear()
+            self.logic.startSuggest(self.logic.currentJob(self._parameterNode), self.onSuggestionsReady)
+            self.ui.statusLabel.text = _("Ranking the unlabeled cases...")
+
+    def onSuggestionsReady(self, progress, suggestions: list) -> None:
+        self.ui.statusLabel.text = progress.statusText()
+        for row in suggestions:
+            volume = slicer.mrmlScene.GetNodeByID(row.nodeId) if row.nodeId else None
+            item = qt.QListWidgetItem(row.label(volume.GetName() if volume else None))
+            item.setData(qt.Qt.UserRole, row.nodeId or "")
+            item.setToolTip(row.reason if volume else row.reason + _(" (a file of the pool, not a scene volume)"))
+            self.ui.suggestionsListWidget.addItem(item)
+        self.updateButtons()
+
+    def chosenVolume(self):
+        item = self.ui.suggestionsListWidget.currentItem()
+        nodeId = item.data(qt.Qt.UserRole) if item else ""
+        return slicer.mrmlScene.GetNodeByID(nodeId) if nodeId else None
+
+    def onSegmentSuggestedButton(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("Failed to segment the case."), waitCursor=True):
+            volume = self.chosenVolume()
+            if volume is None:
+                raise ValueError(_("This case is a file of the pool folder; load it into the scene to segment it."))
+
+            def segmented(progress, segmentationNode) -> None:
+                if segmentationNode is not None:
+                    self._corrections[volume.GetID()] = segmentationNode
+                    self.logic.openInSegmentEditor(volume, segmentationNode)
+                self.updateButtons()
+
+            self.logic.segmentWithJobModel(self.logic.currentJob(self._parameterNode), volume, segmented)
+
+    def onAddAsLabeledButton(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("Failed to add the case."), waitCursor=True):
+            volume = self.chosenVolume()
+            self.logic.addLabeledPair(self._parameterNode, volume, self._corrections.pop(volume.GetID()))
+            self.ui.suggestionsListWidget.takeItem(self.ui.suggestionsListWidget.currentRow)
+            self.updateUnlabeledList()
+            self.updateButtons()
+
+    def onFineTuneButton(self) -> None:
+        self.startRun(checkOnly=False, initFrom=self.logic.currentJob(self._parameterNode).outPath)
+
     def addLog(self, text: str) -> None:
         self.ui.logTextEdit.appendPlainText(text)
 
@@ -514,6 +575,8 @@ class SemiSegTrainerLogic(ScriptedLoadableModuleLogic):
         self._callbacks = {}
         self._methodsCache = None
         self._curveNodes = None
+        self.suggestJob = None  # `semiseg suggest` of "Suggest next cases"
+        self._suggestTimer = None
 
     def getParameterNode(self):
         return SemiSegTrainerParameterNode(super().getParameterNode())
@@ -684,6 +747,7 @@ class SemiSegTrainerLogic(ScriptedLoadableModuleLogic):
                                        "wins").format(case=caseName, voxels=voxels))
         job.dataPath, job.labelInfoPath = exported.datasetJson, exported.labelInfoJson
         job.save()
+        writePoolNodes(job.folder, exported.unlabeledIds, [v.GetID() for v in unlabeledNodes])
         self.log(_("{labeled} labeled and {unlabeled} unlabeled cases; structures: {labels}").format(
             labeled=exported.labeledCount, unlabeled=exported.unlabeledCount, labels=", ".join(exported.labels)))
         return job, problems
@@ -755,6 +819,48 @@ class SemiSegTrainerLogic(ScriptedLoadableModuleLogic):
             slicer.app.processEvents()
             time.sleep(0.05)
         return self.runner.progress
+
+    # The annotate-train loop ------------------------------------------------------------------------
+
+    def startSuggest(self, job: TrainingJobFolder, completedCallback: Callable) -> None:
+        """Rank `job`'s pool with its model in the background (`semiseg suggest`); then
+        `completedCallback(progress, suggestions)`."""
+        if job is None or not job.finished:
+            raise ValueError(_("Train a model first: the ranking uses the last trained model."))
+        self.suggestJob = startSuggestJob(self.enginePythonExecutable(), job.folder, job.outPath, job.dataPath,
+                                          self.engineEnvironment(forceCpu=job.settings.device == "cpu"),
+                                          self.processFactory, device=job.settings.device)
+
+        def poll() -> None:
+            result = self.suggestJob.poll()
+            for line in result.logLines:
+                self.log(line)
+            if result.finished:
+                self._suggestTimer.stop()
+                done = self.suggestJob.progress.state == JobState.DONE
+                completedCallback(self.suggestJob.progress, readSuggestions(job.folder) if done else [])
+
+        self._suggestTimer = qt.QTimer()
+        self._suggestTimer.setInterval(POLL_INTERVAL_MS)
+        self._suggestTimer.connect("timeout()", poll)
+        self._suggestTimer.start()
+
+    def segmentWithJobModel(self, job: TrainingJobFolder, volume, completedCallback: Callable):
+        """`volume` segmented in the background with `job`'s model (all its structures), via SemiSeg Together."""
+        manifest = readManifest(job.outPath, useEngine=False)
+        return self.togetherLogic().startSegmentation(volume, ModelEntry(job.outPath, manifest),
+                                                      [lab["name"] for lab in manifest["labels"]],
+                                                      forceCpu=job.settings.device == "cpu",
+                                                      completedCallback=completedCallback)
+
+    @staticmethod
+    def openInSegmentEditor(volume, segmentation) -> None:
+        """Show the prediction in the Segment Editor, on its volume, for correction."""
+        slicer.util.selectModule("SegmentEditor")
+        editor = slicer.modules.segmenteditor.widgetRepresentation().self().editor
+        editor.setSegmentationNode(segmentation)
+        setSource = getattr(editor, "setSourceVolumeNode", None) or editor.setMasterVolumeNode  # Slicer < 5.4
+        setSource(volume)
 
     # Curves (Slicer plot nodes) -----------------------------------------------------------------------
 
@@ -847,6 +953,8 @@ class SemiSegTrainerTest(ScriptedLoadableModuleTest):
         self.test_TrainRegisterSegmentCpu()
 
     def test_TrainRegisterSegmentCpu(self):
+        import time  # noqa: PLC0415
+
         import numpy as np  # noqa: PLC0415
 
         from semiseg.synthetic import make_dataset  # noqa: PLC0415  (the engine, lazily)
@@ -909,6 +1017,27 @@ class SemiSegTrainerTest(ScriptedLoadableModuleTest):
             names = [segmentationNode.GetSegmentation().GetNthSegment(i).GetName()
                      for i in range(segmentationNode.GetSegmentation().GetNumberOfSegments())]
             self.assertEqual(names, labelNames)
+
+            self.delayDisplay("Annotate next: suggest, segment, add as labeled, fine-tune")
+            answer = []
+            logic.startSuggest(job, lambda progress, rows: answer.extend([progress, rows]))
+            while logic._suggestTimer.isActive():
+                slicer.app.processEvents()
+                time.sleep(0.05)
+            self.assertEqual(answer[0].state, JobState.DONE, answer[0].errorMessage)
+            ranked = answer[1]
+            self.assertEqual(sorted(r.nodeId for r in ranked), sorted(v.GetID() for v in unlabeled))
+            chosen = slicer.mrmlScene.GetNodeByID(ranked[0].nodeId)
+            corrected = together.process(chosen, entry, together.getParameterNode().prompts, forceCpu=True)
+            logic.addLabeledPair(parameterNode, chosen, corrected)
+            self.assertEqual(len(logic.labeledPairs(parameterNode)), 3)
+            self.assertNotIn(chosen, list(parameterNode.unlabeledVolumes))
+            tuned, problems = logic.prepareJob(parameterNode, fineTuneSettings(trainingSettings, job.outPath))
+            self.assertIsNotNone(tuned, problems.text())
+            logic.startTraining(tuned)
+            progress = logic.waitForCompletion(900)
+            self.assertEqual(progress.state, JobState.DONE, progress.errorMessage)
+            self.assertEqual(readManifest(tuned.outPath, useEngine=False)["parent"]["path"], job.outPath)
             self.delayDisplay("Test passed")
         finally:
             for key in [k for k in settings.allKeys() if k.startswith("SemiSeg/")]:

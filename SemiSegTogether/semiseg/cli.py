@@ -101,8 +101,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--patch", type=_csv_ints, help="patch size d,h,w (array order, multiples of 16; "
                                                    "default: the median case size, at most 128)")
     p.add_argument("--spacing", type=_csv_floats, help="resample to this spacing x,y,z in mm (default: native)")
-    p.add_argument("--intensity", default="zscore", choices=["zscore", "ct", "percentile", "none"],
-                   help="intensity normalisation: MR z-score (default), CT window, percentile clip, none")
+    p.add_argument("--intensity", choices=["zscore", "ct", "percentile", "none"],
+                   help="intensity normalisation: MR z-score (default, or the --init model's), CT window, "
+                        "percentile clip, none")
     p.add_argument("--optimizer", choices=["sgd", "adam", "adamw"], help="default: the method's authors' choice")
     p.add_argument("--lr", type=float, help="learning rate (default: the method's; SGD 0.01)")
     p.add_argument("--weight-decay", type=float)
@@ -189,7 +190,8 @@ def cmd_train(args) -> int:
         if args.gpus > 1:
             return _launch_torchrun(args)
     from semiseg.train import train
-    cfg = _train_config(args, seed=args.seed, workdir=args.workdir, resume=args.resume, events=args.events,
+    cfg = _train_config(args, seed=args.seed, workdir=args.workdir, resume=args.resume, init=args.init,
+                        events=args.events,
                         label_info=args.label_info, name=args.name, overwrite=args.overwrite,
                         progress=not args.quiet, sync_bn=args.sync_bn, dist_timeout=args.dist_timeout)
     result = train(cfg)
@@ -372,6 +374,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workdir", help="checkpoints folder (default OUT.work)")
     p.add_argument("--resume", action="store_true", help="continue from WORKDIR/last.pt at the same iteration")
+    p.add_argument("--init", metavar="MODEL.semiseg", help="fine-tune: start from this model package's weights, "
+                   "preprocessing, patch and network width (options given here win); structures are matched by "
+                   "name, a new one gets a new output channel; model.json records the parent")
     p.add_argument("--events", help="write JSON-lines progress events to FILE, or - for stdout")
     p.add_argument("--label-info", help="JSON {label: {color: [r,g,b], terminology: {...}}} for the model card")
     p.add_argument("--name", help="model name in the model card")

@@ -52,11 +52,36 @@ class Parent:
         return [i for i, source in enumerate(self.classes) if source is None]
 
 
-def open_parent(path: str | Path, names: list[str], tasks: list[str]) -> Parent:
-    """Reads the package and matches its structures to the new data's `names` (class order)."""
-    state, manifest = read_parent(path)
+def open_parent(path: str | Path, names: list[str], tasks: list[str],
+                package: tuple[dict, dict] | None = None) -> Parent:
+    """Reads the package (unless `package` = (state, manifest) is given) and matches its structures to the new
+    data's `names` (class order)."""
+    state, manifest = package or read_parent(path)
     mapping = class_map([lab["name"] for lab in manifest["labels"]], names, str(path))
     return Parent(Path(path), state, manifest, mapping, list(tasks))
+
+
+class ParentModel:
+    """`--init` in a training run: the package's settings (before the data is read), its weights (once the
+    method is built) and the model card's `parent` entry."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.state, self.manifest = read_parent(path)
+        self.report: dict = {}
+
+    def settings(self, cfg):
+        return with_parent_settings(cfg, self.manifest)
+
+    def load_into(self, method, space) -> None:
+        """Loads the weights into `method` (built for `space`, a semiseg.prepare.LabelSpace)."""
+        parent = open_parent(self.path, space.names, space.task_names, (self.state, self.manifest))
+        tensors = method.load_parent(parent)
+        self.report = {"new_structures": [space.names[i - 1] for i in parent.new_structures],
+                       "initialised": method.parent_init, "tensors": tensors}
+
+    def card(self) -> dict:
+        return parent_card(self.path, self.manifest, self.report)
 
 
 def read_parent(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:

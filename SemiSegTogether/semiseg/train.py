@@ -32,6 +32,7 @@ from semiseg.datasets import load_dataset
 from semiseg.devices import resolve_device
 from semiseg.errors import ConfigError, SemiSegError
 from semiseg.events import EventWriter
+from semiseg.finetune import ParentModel
 from semiseg.fastpaths import FastPaths
 from semiseg.infer import predict_classes
 from semiseg.labels import label_entry
@@ -56,7 +57,7 @@ class TrainConfig:
     batch_unlabeled: int = 2
     patch: list[int] | None = None  # (d, h, w) in array order; None = from the data, multiples of 16
     spacing: list[float] | None = None  # target (x, y, z) mm; None = native
-    intensity: str = "zscore"
+    intensity: str | None = None  # None = "zscore", or the --init package's
     optimizer: str | None = None  # None = the method's preferred, else SGD
     lr: float | None = None
     weight_decay: float | None = None
@@ -80,6 +81,7 @@ class TrainConfig:
     overwrite: bool = False
     export_last: bool = False
     progress: bool = True
+    init: str | None = None  # a model package to start from (semiseg.finetune): weights, and settings left None
     # Distributed (torchrun): batch sizes are per rank; the global batch is world_size × these.
     sync_bn: bool = False  # convert BatchNorm to SyncBatchNorm (statistics over the global batch; CUDA only)
     dist_timeout: float = distributed.DEFAULT_TIMEOUT_S  # seconds a collective may wait for another rank
@@ -133,6 +135,10 @@ def train(cfg: TrainConfig) -> TrainResult:
 
 class _Trainer:
     def __init__(self, cfg: TrainConfig, events: EventWriter):
+        # --init: the package's preprocessing, patch and network options fill what the run left unset.
+        self.parent = ParentModel(cfg.init) if cfg.init else None
+        if self.parent is not None:
+            cfg = self.parent.settings(cfg)
         self.cfg, self.events = cfg, events
         self._validate_config()
         # Joins the process group under torchrun (NCCL on CUDA with cuda:LOCAL_RANK, gloo on CPU).
@@ -184,7 +190,7 @@ class _Trainer:
         c = self.cfg
         self.dataset = load_dataset(Path(c.data))
         self.space = LabelSpace.from_dataset(self.dataset)
-        self.prep = Preprocessing(spacing=tuple(c.spacing) if c.spacing else None, intensity=c.intensity)
+        self.prep = Preprocessing(spacing=tuple(c.spacing) if c.spacing else None, intensity=c.intensity or "zscore")
         train_cases, val_cases = split_validation(self.dataset.training, c.val_cases)
         self.train_cases = [prepare_case(k, self.prep, self.space, True) for k in train_cases]
         self.val_cases = [prepare_case(k, self.prep, self.space, True) for k in val_cases]
@@ -198,7 +204,10 @@ class _Trainer:
                                 task_classes=self.space.task_classes or [list(range(1, self.space.n_classes))],
                                 domains=self._split_domains(), class_fractions=self._class_fractions(),
                                 options=dict(c.method_options))
-        self.method = build_method(c.method, context).to(self.device)
+        self.method = build_method(c.method, context)
+        if self.parent is not None:  # before DDP wraps it: every rank then starts from the package
+            self.parent.load_into(self.method, self.space)
+        self.method.to(self.device)
         # channels_last for every network of the method (EMA teachers too); compiled: the trainable one.
         self.fast.prepare_network(self.method, self.device, compiled=self.method.trainable())
         if self.method.uses_unlabeled and not self.unlabeled_cases:
@@ -480,6 +489,8 @@ class _Trainer:
                          "schedule": self.schedule, "amp": self.amp, "world_size": self.world_size,
                          "fast_paths": self.fast.describe(self.device)},
         }
+        if self.parent is not None:
+            card["parent"] = self.parent.card()
         if self.inference_cost:
             card["inference"] = self.inference_cost
         last_model = None

@@ -243,6 +243,7 @@ class ExportedDataset:
     labeledCount: int
     unlabeledCount: int
     overlaps: dict = field(default_factory=dict)  # case name -> overlapping voxels
+    unlabeledIds: list = field(default_factory=list)  # case ids of `unlabeledArrays`, in their order
 
 
 def _safeName(name: str, used: set) -> str:
@@ -279,8 +280,10 @@ def exportDataset(folder: str, cases: Sequence[LabeledCase], unlabeledArrays: Se
                                 isLabel=True)
         training.append({"id": caseId, "image": os.path.relpath(imagePath, folder),
                          "label": os.path.relpath(labelPath, folder)})
+    unlabeledIds = []
     for unlabeledName, array, geometry in unlabeledArrays:
         caseId = _safeName(unlabeledName, used)
+        unlabeledIds.append(caseId)
         path = writeVolume(array, geometry, os.path.join(folder, "imagesUn", f"{caseId}.nrrd"))
         unlabeled.append({"id": caseId, "image": os.path.relpath(path, folder)})
     for path in unlabeledPaths:
@@ -296,7 +299,7 @@ def exportDataset(folder: str, cases: Sequence[LabeledCase], unlabeledArrays: Se
     labelInfoJson = os.path.join(folder, "label-info.json")
     with open(labelInfoJson, "w", encoding="utf-8") as f:
         json.dump(labelInfo(cases), f, indent=2)
-    return ExportedDataset(datasetJson, labelInfoJson, labels, len(training), len(unlabeled), overlaps)
+    return ExportedDataset(datasetJson, labelInfoJson, labels, len(training), len(unlabeled), overlaps, unlabeledIds)
 
 
 def readBaseDataset(path: str) -> dict:

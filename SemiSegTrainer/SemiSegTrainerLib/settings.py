@@ -14,6 +14,7 @@ from SemiSegTogetherLib.command import engineCommand
 RECOMMENDED_METHOD = "mean-teacher"
 SETTINGS_PREFIX = "SemiSeg/Trainer/"
 DEVICES = ("auto", "cpu", "cuda")
+PER_RUN = ("modelName", "initModel")  # settings that are never remembered between sessions
 
 # What each method does, in a clinician's words; the engine's technical description goes in the tooltip.
 PLAIN_DESCRIPTIONS = {
@@ -97,6 +98,7 @@ class TrainingSettings:
     valEvery: int = 200
     methodOptions: dict = field(default_factory=dict)
     modelName: str = ""
+    initModel: str = ""  # fine-tune: the model package to start from (`--init`); per run, not a preference
 
     def validate(self, knownMethods: Optional[list] = None) -> list:
         """Problems, each a sentence the user can act on ([] when fine)."""
@@ -141,6 +143,8 @@ class TrainingSettings:
             args += ["--option", f"{key}={json.dumps(value)}"]
         if self.modelName:
             args += ["--name", self.modelName]
+        if self.initModel:
+            args += ["--init", self.initModel]
         return args
 
     # Remembered between sessions -----------------------------------------------------------
@@ -148,8 +152,8 @@ class TrainingSettings:
     def save(self, store) -> None:
         """Write to a QSettings-like `store` (setValue) under 'SemiSeg/Trainer/'."""
         for key, value in asdict(self).items():
-            if key == "modelName":
-                continue  # a name is per model, not a preference
+            if key in PER_RUN:
+                continue  # per model, not a preference
             store.setValue(SETTINGS_PREFIX + key, json.dumps(value))
 
     @classmethod
@@ -157,7 +161,7 @@ class TrainingSettings:
         """Read from a QSettings-like `store` (value(key, default)); bad or missing values keep the defaults."""
         settings = cls()
         for key, default in asdict(settings).items():
-            if key == "modelName":
+            if key in PER_RUN:
                 continue
             raw = store.value(SETTINGS_PREFIX + key, None)
             if raw is None:

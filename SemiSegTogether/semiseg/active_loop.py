@@ -1,0 +1,254 @@
+"""The annotate-few-then-train loop, simulated: does `suggest` pick better cases than chance, and does
+fine-tuning (`train --init`) reach from-scratch quality faster?
+
+    python -m semiseg.active_loop --data LA-DEV --truth LA-DEV/labelsUn_truth --out docs/benchmarks/active-loop
+
+The truth folder stands in for the annotator: only `annotate` below reads it, to label the cases a strategy
+picked; training, `suggest` and the random picks never see it. Per seed, round 0 trains from scratch on the
+labeled cases; then each round adds `--per-round` cases and trains again, three ways:
+
+- `suggest + fine-tune`: the cases `suggest` ranks first, the last model fine-tuned (`--finetune-iterations`);
+- `random + fine-tune`: cases drawn at random (seeded), the last model fine-tuned;
+- `suggest + scratch`: the same labeled set as `suggest + fine-tune`, trained from scratch (`--iterations`).
+
+Every (seed, strategy, round) writes its result JSON as soon as it ends and is skipped when found, so the
+simulation can be stopped and started again; the report is rewritten after each run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from semiseg.atomic import atomic_path
+from semiseg.datasets import load_dataset
+from semiseg.events import _clean
+
+STRATEGIES = ("suggest + fine-tune", "random + fine-tune", "suggest + scratch")
+
+
+def slug(strategy: str) -> str:
+    return strategy.replace(" + ", "-").replace(" ", "-")
+
+
+def resampled_copy(source: Path, truth: Path, target: Path, spacing: float) -> tuple[Path, Path]:
+    """`source` (dataset.json) and the truth folder resampled once to `spacing` mm (images linear, labels
+    nearest), so that no training run repeats the resampling. Returns (dataset folder, truth folder)."""
+    import SimpleITK as sitk
+    done = target / "dataset.json"
+    if done.exists():
+        return target, target / "labelsUn_truth"
+    spec = json.loads((source / "dataset.json").read_text(encoding="utf-8"))
+
+    def resample(src: Path, dst: Path, label: bool) -> None:
+        image = sitk.ReadImage(str(src))
+        size = [max(1, round(n * s / spacing)) for n, s in zip(image.GetSize(), image.GetSpacing())]
+        out = sitk.Resample(image, size, sitk.Transform(), sitk.sitkNearestNeighbor if label else sitk.sitkLinear,
+                            image.GetOrigin(), (spacing,) * 3, image.GetDirection(), 0,
+                            image.GetPixelID())
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        sitk.WriteImage(out, str(dst), True)
+
+    for split in ("training", "unlabeled", "test"):
+        for entry in spec.get(split, []):
+            for key in ("image", "label"):
+                if key in entry:
+                    resample(source / entry[key], target / entry[key], key == "label")
+    for path in sorted(truth.iterdir()):
+        resample(path, target / "labelsUn_truth" / path.name, True)
+    (target / "dataset.json").write_text(json.dumps(spec, indent=2) + "\n", encoding="utf-8")
+    return target, target / "labelsUn_truth"
+
+
+def round_dataset(source: Path, work: Path) -> Path:
+    """Round 0's dataset: `source`'s dataset.json with absolute image paths (the images are not copied)."""
+    spec = json.loads((source / "dataset.json").read_text(encoding="utf-8"))
+    for split in ("training", "unlabeled", "test"):
+        for entry in spec.get(split, []):
+            for key in ("image", "label"):
+                if key in entry:
+                    entry[key] = str((source / entry[key]).resolve())
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "dataset.json").write_text(json.dumps(spec, indent=2) + "\n", encoding="utf-8")
+    return work
+
+
+def annotate(previous: Path, target: Path, picks: list[str], truth: Path) -> Path:
+    """The simulated annotator: `previous` round's dataset with `picks` labeled from the truth folder."""
+    from semiseg.pool import add_labeled
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(previous, target)
+    for case_id in picks:
+        add_labeled(target, case_id, next(truth.glob(f"{case_id}.*")))
+    return target
+
+
+def pick(strategy: str, model: Path, data: Path, n: int, seed: int, rnd: int, device: str
+         ) -> tuple[list[str], float]:
+    start = time.perf_counter()
+    if strategy.startswith("random"):
+        pool = sorted(c.id for c in load_dataset(data).unlabeled)
+        return random.Random(1000 * seed + rnd).sample(pool, n), time.perf_counter() - start
+    from semiseg.suggest import suggest
+    rows = suggest(model, data, n=n, device=device)
+    return [r.id for r in rows], time.perf_counter() - start
+
+
+def train_round(args, data: Path, out: Path, seed: int, init: Path | None) -> dict:
+    from semiseg.bench import PROFILES
+    from semiseg.train import TrainConfig, train
+    p = PROFILES["cpu-lite"]
+    shutil.rmtree(out, ignore_errors=True)
+    shutil.rmtree(Path(str(out) + ".work"), ignore_errors=True)
+    cfg = TrainConfig(data=str(data), out=str(out), method=args.method,
+                      method_options={**p["options"], "n_filters": args.n_filters},
+                      iterations=args.finetune_iterations if init else args.iterations,
+                      batch_labeled=p["batch_labeled"], batch_unlabeled=p["batch_unlabeled"],
+                      patch=p["patch"], spacing=p["spacing"], seed=seed, device=args.device,
+                      val_every=args.val_every, val_cases=1, progress=False, init=str(init) if init else None)
+    result = train(cfg)  # in this process: a fresh one would import torch again, minutes on a loaded machine
+    return {"train_seconds": result.seconds, "iterations": result.iterations,
+            "best_validation_dice": result.best_dice, "best_iteration": result.best_iteration}
+
+
+def test_dice(model: Path, data: Path, work: Path, device: str) -> dict[str, float]:
+    from semiseg.devices import resolve_device
+    from semiseg.evaluate import evaluate_folder
+    from semiseg.infer import predict_volume
+    from semiseg.io import read_volume, write_volume
+    from semiseg.model import load_model
+    dev = resolve_device(device)
+    net, manifest = load_model(model, dev)
+    shutil.rmtree(work, ignore_errors=True)
+    for case in load_dataset(data).test:
+        label, _ = predict_volume(net, manifest, read_volume(case.image), dev, overlap=0.5)
+        write_volume(label, work / case.image.name)
+    metrics = evaluate_folder(work, data, split="test")
+    return {cid: float(m["mean"]["dice"]) for cid, m in metrics["cases"].items()}
+
+
+def run_one(args, seed: int, strategy: str, rnd: int, state: dict) -> dict:
+    """One (seed, strategy, round): pick, annotate, train, test. `state` carries each strategy's last model,
+    dataset and picks from round to round."""
+    root = Path(args.workdir) / f"seed{seed}"
+    here = root / slug(strategy) / f"round{rnd}"
+    record = here / "result.json"
+    if record.exists():
+        return json.loads(record.read_text(encoding="utf-8"))
+    previous = state[strategy]
+    if strategy == "suggest + scratch":
+        partner = state["suggest + fine-tune"]
+        data, picks, pick_seconds = partner["data"], partner["picks"], 0.0
+        init = None
+    else:
+        picks, pick_seconds = pick(strategy, previous["model"], previous["data"], args.per_round, seed, rnd,
+                                   args.device)
+        data = annotate(previous["data"], here / "data", picks, Path(args.truth))
+        init = previous["model"]
+    model = here / "model.semiseg"
+    trained = train_round(args, data, model, seed, init)
+    dice = test_dice(model, data, here / "predictions", args.device)
+    result = {"seed": seed, "strategy": strategy, "round": rnd, "picks": picks, "pick_seconds": pick_seconds,
+              **trained, "round_seconds": pick_seconds + trained["train_seconds"],
+              "labeled": len(load_dataset(data).training), "test_dice": dice,
+              "mean_test_dice": float(np.mean(list(dice.values())))}
+    with atomic_path(record, ".json") as tmp:
+        tmp.write_text(json.dumps(_clean(result), indent=2) + "\n", encoding="utf-8")
+    return result
+
+
+def simulate_seed(args, seed: int, report) -> None:
+    root = Path(args.workdir) / f"seed{seed}"
+    start = root / "round0"
+    record = start / "result.json"
+    data = round_dataset(Path(args.data), start / "data") if not record.exists() else start / "data"
+    if not record.exists():
+        trained = train_round(args, data, start / "model.semiseg", seed, None)
+        dice = test_dice(start / "model.semiseg", data, start / "predictions", args.device)
+        result = {"seed": seed, "strategy": "round 0", "round": 0, "picks": [], "pick_seconds": 0.0, **trained,
+                  "round_seconds": trained["train_seconds"], "labeled": len(load_dataset(data).training),
+                  "test_dice": dice, "mean_test_dice": float(np.mean(list(dice.values())))}
+        with atomic_path(record, ".json") as tmp:
+            tmp.write_text(json.dumps(_clean(result), indent=2) + "\n", encoding="utf-8")
+        report()
+    state = {s: {"model": start / "model.semiseg", "data": data, "picks": []} for s in STRATEGIES}
+    for rnd in range(1, args.rounds + 1):
+        for strategy in STRATEGIES:
+            result = run_one(args, seed, strategy, rnd, state)
+            here = root / slug(strategy) / f"round{rnd}"
+            if strategy != "suggest + scratch":
+                state[strategy].update(model=here / "model.semiseg", data=here / "data", picks=result["picks"])
+            report()
+
+
+def machine_line(device: str) -> str:
+    import os
+    import platform
+
+    import torch
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return (f"Machine: {os.cpu_count()} {platform.machine()} cores, device {device}, torch {torch.__version__}, "
+            f"{torch.get_num_threads()} thread(s) per process, shared with other jobs (load average {load:.0f} "
+            f"when the report was written): wall times are those of a loaded machine.")
+
+
+def load_results(workdir: Path) -> list[dict]:
+    return [json.loads(p.read_text(encoding="utf-8")) for p in sorted(workdir.glob("seed*/**/result.json"))]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m semiseg.active_loop", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True, help="dataset folder with dataset.json")
+    p.add_argument("--truth", required=True, help="labels of the unlabeled cases (the simulated annotator)")
+    p.add_argument("--out", default="docs/benchmarks/active-loop", help="report folder")
+    p.add_argument("--workdir", default="runs/active-loop", help="models, datasets and per-run results")
+    p.add_argument("--seeds", default="0,1,2", help="the seeds this process runs")
+    p.add_argument("--planned-seeds", help="all seeds of the study, for the report (default --seeds); several "
+                                           "processes can run one seed each into the same --workdir")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--per-round", type=int, default=2)
+    p.add_argument("--method", default="mean-teacher")
+    p.add_argument("--iterations", type=int, default=200, help="from-scratch iterations (round 0 and scratch)")
+    p.add_argument("--finetune-iterations", type=int, default=100)
+    p.add_argument("--val-every", type=int, default=50)
+    p.add_argument("--n-filters", type=int, default=16, help="network width (the cpu-lite profile's is 16)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--resample", type=float, metavar="MM", help="resample the data and the truth once to this "
+                   "spacing before the rounds (the cpu-lite grid is 2 mm); Dice is then scored on that grid")
+    p.add_argument("--report-only", action="store_true", help="rewrite the report from the results found")
+    args = p.parse_args(argv)
+    from semiseg.active_loop_report import write_report
+
+    # No machine paths in the report: the dataset by its folder name only.
+    settings = {k: v for k, v in vars(args).items() if k not in ("data", "truth", "out", "workdir", "report_only")}
+    settings["data"] = Path(args.data).name
+    settings["seeds"] = settings.pop("planned_seeds") or args.seeds
+    settings["command"] = (f"--data DATA --truth TRUTH{f' --resample {args.resample:g}' if args.resample else ''} "
+                           f"--seeds {settings['seeds']} --method {args.method} --iterations {args.iterations} "
+                           f"--finetune-iterations {args.finetune_iterations} --val-every {args.val_every} "
+                           f"--n-filters {args.n_filters} --per-round {args.per_round} --rounds {args.rounds}")
+    settings["machine"] = machine_line(args.device)
+
+    def report() -> None:
+        write_report(load_results(Path(args.workdir)), Path(args.out), settings)
+
+    if args.resample:
+        data, truth = resampled_copy(Path(args.data), Path(args.truth), Path(args.workdir) / "data", args.resample)
+        args.data, args.truth = str(data), str(truth)
+    if not args.report_only:
+        for seed in [int(s) for s in args.seeds.split(",") if s.strip()]:
+            simulate_seed(args, seed, report)
+    report()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,127 @@
+"""The report of `semiseg.active_loop`: test Dice and wall time per round and strategy, the issue's two goals
+checked against them, and the figure. Written from whatever runs have finished."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from semiseg.atomic import atomic_path
+
+ROUND0 = "round 0"
+ORDER = ("suggest + fine-tune", "random + fine-tune", "suggest + scratch")
+
+
+def _stats(values: list[float]) -> tuple[float, float, int]:
+    arr = np.array(values, dtype=float)
+    return (float(arr.mean()), float(arr.std()), int(arr.size)) if arr.size else (float("nan"), float("nan"), 0)
+
+
+def summarise(results: list[dict]) -> dict:
+    """{strategy: {round: {"dice": (mean, std, n), "seconds": (...), "labeled": n, "seeds": [...]}}}; round 0 is
+    every strategy's starting point."""
+    table: dict[str, dict[int, dict]] = {}
+    start = [r for r in results if r["strategy"] == ROUND0]
+    for strategy in ORDER:
+        rows = {0: start, **{k: [r for r in results if r["strategy"] == strategy and r["round"] == k]
+                             for k in sorted({r["round"] for r in results if r["strategy"] == strategy})}}
+        table[strategy] = {k: {"dice": _stats([r["mean_test_dice"] for r in rs]),
+                               "seconds": _stats([r["round_seconds"] for r in rs]),
+                               "labeled": rs[0]["labeled"] if rs else None,
+                               "seeds": sorted(r["seed"] for r in rs)}
+                           for k, rs in rows.items() if rs}
+    return table
+
+
+def goals(table: dict) -> list[str]:
+    """The issue's goals, read off the rounds every compared strategy has at the same seeds."""
+    lines = []
+    ours, rand, scratch = (table.get(s, {}) for s in ORDER)
+    rounds = [k for k in ours if k > 0 and k in rand and ours[k]["seeds"] == rand[k]["seeds"]]
+    if rounds:
+        wins = [ours[k]["dice"][0] > rand[k]["dice"][0] for k in rounds]
+        scores = ", ".join(f"round {k}: {100 * ours[k]['dice'][0]:.1f} vs {100 * rand[k]['dice'][0]:.1f}"
+                           for k in rounds)
+        lines.append(f"- Suggested picks beat random picks on mean test Dice in {sum(wins)} of {len(rounds)} round(s) "
+                     f"({scores}): goal (every round) {'met' if all(wins) else 'NOT met'}.")
+    rounds = [k for k in ours if k > 0 and k in scratch and ours[k]["seeds"] == scratch[k]["seeds"]]
+    if rounds:
+        parts, met = [], True
+        for k in rounds:
+            reached = ours[k]["dice"][0] >= scratch[k]["dice"][0]
+            ratio = ours[k]["seconds"][0] / scratch[k]["seconds"][0]
+            met &= reached and ratio <= 0.5
+            parts.append(f"round {k}: {100 * ours[k]['dice'][0]:.1f} vs {100 * scratch[k]['dice'][0]:.1f} Dice in "
+                         f"{ratio:.2f}x the time")
+        lines.append(f"- Fine-tuning against training from scratch on the same cases ({'; '.join(parts)}): goal "
+                     f"(the scratch Dice in at most half the time) {'met' if met else 'NOT met'} at every round.")
+    return lines
+
+
+def figure(table: dict, path: Path) -> Path:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
+    for strategy, marker in zip(ORDER, "osd"):
+        rows = table.get(strategy, {})
+        ks = sorted(rows)
+        if not ks:
+            continue
+        mean = [100 * rows[k]["dice"][0] for k in ks]
+        std = [100 * rows[k]["dice"][1] for k in ks]
+        left.errorbar(ks, mean, yerr=std, marker=marker, capsize=3, label=strategy)
+        right.plot(ks, [rows[k]["seconds"][0] for k in ks], marker=marker, label=strategy)
+    left.set_xlabel("round (2 cases annotated per round)")
+    left.set_ylabel("test Dice (%), mean ± std over seeds")
+    right.set_xlabel("round")
+    right.set_ylabel("wall time of the round (s)")
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+        ax.set_xticks(sorted({k for rows in table.values() for k in rows}))
+    left.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_report(results: list[dict], out: Path, settings: dict) -> Path:
+    table = summarise(results)
+    out.mkdir(parents=True, exist_ok=True)
+    if results:
+        figure(table, out / "rounds.png")
+    seeds = sorted({r["seed"] for r in results})
+    lines = [f"# The annotate-then-fine-tune loop on {settings.get('data', 'the data')} (simulated annotator)", "",
+             f"Seeds finished or in progress: {', '.join(map(str, seeds)) or 'none'} of {settings.get('seeds')}; "
+             f"{len(results)} runs. Method {settings.get('method')} on the bench's cpu-lite grid (2 mm voxels, "
+             f"patch 32x48x48, batch 2 labeled + 2 unlabeled for a semi-supervised method) with n_filters "
+             f"{settings.get('n_filters')}, "
+             f"{settings.get('iterations')} iterations from scratch, "
+             f"{settings.get('finetune_iterations')} when fine-tuning, validation on one held-out labeled case "
+             f"every {settings.get('val_every')}; {settings.get('per_round')} cases annotated per round, "
+             f"{settings.get('rounds')} rounds. Wall time of a round = picking (suggest) + training; test "
+             "prediction is not counted.", "",
+             f"Produced by `python -m semiseg.active_loop {settings.get('command', '')}`. "
+             f"{settings.get('machine', '')}", "",
+             "| round | labeled | strategy | test Dice % (mean ± std, n seeds) | round wall time s |",
+             "|---|---|---|---|---|"]
+    for k in sorted({k for rows in table.values() for k in rows}):
+        for strategy in ORDER if k else ORDER[:1]:
+            row = table.get(strategy, {}).get(k)
+            if row is None:
+                continue
+            (m, s, n), (t, _, _) = row["dice"], row["seconds"]
+            name = "from scratch (all strategies start here)" if k == 0 else strategy
+            lines.append(f"| {k} | {row['labeled']} | {name} | {100 * m:.1f} ± {100 * s:.1f} ({n}) | {t:.0f} |")
+    lines += ["", "## Goals", "", *(goals(table) or ["- Not enough finished rounds to compare yet."]), "",
+              "![test Dice and wall time per round](rounds.png)", "",
+              "Picks per seed and round (suggest's and random's) are in `results.json`."]
+    with atomic_path(out / "results.json", ".json") as tmp:
+        tmp.write_text(json.dumps({"settings": settings, "runs": results}, indent=2) + "\n", encoding="utf-8")
+    with atomic_path(out / "README.md", ".md") as tmp:
+        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return out / "README.md"

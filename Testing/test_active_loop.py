@@ -1,0 +1,64 @@
+"""The active-loop simulation's pieces: the simulated annotator and the report (not the benchmark itself)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+from helpers_data import make_label
+from semiseg.active_loop import annotate, round_dataset
+from semiseg.active_loop_report import goals, summarise, write_report
+from semiseg.datasets import load_dataset
+from semiseg.io import read_volume, write_volume
+
+
+def test_the_annotator_labels_the_picks_from_the_truth_folder(tiny_dataset, tmp_path):
+    start = round_dataset(tiny_dataset, tmp_path / "round0")
+    truth = tmp_path / "truth"
+    pool = load_dataset(start).unlabeled
+    for case in pool:
+        write_volume(make_label(read_volume(case.image), values=(1, 2)), truth / case.image.name)
+    picks = [pool[2].id, pool[0].id]
+    after = load_dataset(annotate(start, tmp_path / "round1", picks, truth))
+    assert [c.id for c in after.training[:2]] == picks[::-1]  # each added case goes first
+    assert {c.id for c in after.unlabeled} == {c.id for c in pool} - set(picks)
+    assert len(load_dataset(start).unlabeled) == len(pool)  # the previous round is left as it was
+    for case in after.training[:2]:
+        assert case.label.parent == tmp_path / "round1" / "labelsTr"
+
+
+def _runs(suggest_gain: float, finetune_seconds: float) -> list[dict]:
+    runs = []
+    for seed in range(3):
+        runs.append({"seed": seed, "strategy": "round 0", "round": 0, "labeled": 4, "mean_test_dice": 0.6,
+                     "round_seconds": 100.0})
+        for k in (1, 2):
+            base = 0.6 + 0.05 * k + 0.01 * seed
+            runs += [{"seed": seed, "strategy": "suggest + fine-tune", "round": k, "labeled": 4 + 2 * k,
+                      "mean_test_dice": base + suggest_gain, "round_seconds": finetune_seconds},
+                     {"seed": seed, "strategy": "random + fine-tune", "round": k, "labeled": 4 + 2 * k,
+                      "mean_test_dice": base, "round_seconds": finetune_seconds},
+                     {"seed": seed, "strategy": "suggest + scratch", "round": k, "labeled": 4 + 2 * k,
+                      "mean_test_dice": base + suggest_gain / 2, "round_seconds": 100.0}]
+    return runs
+
+
+def test_goals_are_read_off_the_rounds():
+    met = goals(summarise(_runs(suggest_gain=0.02, finetune_seconds=45.0)))
+    assert "goal (every round) met" in met[0] and "at most half the time) met" in met[1]
+    missed = goals(summarise(_runs(suggest_gain=-0.02, finetune_seconds=60.0)))
+    assert "NOT met" in missed[0] and "NOT met" in missed[1]
+
+
+def test_report_has_table_figure_and_no_machine_paths(tmp_path):
+    runs = _runs(0.02, 45.0)
+    settings = {"seeds": "0,1,2", "method": "mean-teacher", "iterations": 200, "finetune_iterations": 100,
+                "val_every": 50, "per_round": 2, "rounds": 2, "data": "la-dev"}
+    readme = write_report(runs, tmp_path / "report", settings)
+    text = readme.read_text()
+    assert "| 1 | 6 | suggest + fine-tune | 68.0 ± 0.8 (3) | 45 |" in text
+    assert (tmp_path / "report" / "rounds.png").stat().st_size > 0
+    saved = json.loads((tmp_path / "report" / "results.json").read_text())
+    assert saved["settings"] == settings and len(saved["runs"]) == len(runs)
+    shutil.rmtree(tmp_path / "report")
+    assert write_report([], tmp_path / "report", settings).read_text().count("Not enough finished rounds") == 1
