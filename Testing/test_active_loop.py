@@ -31,15 +31,16 @@ def _runs(suggest_gain: float, finetune_seconds: float) -> list[dict]:
     runs = []
     for seed in range(3):
         runs.append({"seed": seed, "strategy": "round 0", "round": 0, "labeled": 4, "mean_test_dice": 0.6,
-                     "round_seconds": 100.0})
+                     "round_seconds": 100.0, "train_seconds": 100.0})
         for k in (1, 2):
             base = 0.6 + 0.05 * k + 0.01 * seed
             runs += [{"seed": seed, "strategy": "suggest + fine-tune", "round": k, "labeled": 4 + 2 * k,
-                      "mean_test_dice": base + suggest_gain, "round_seconds": finetune_seconds},
+                      "mean_test_dice": base + suggest_gain, "round_seconds": finetune_seconds + 30,
+                      "train_seconds": finetune_seconds},
                      {"seed": seed, "strategy": "random + fine-tune", "round": k, "labeled": 4 + 2 * k,
-                      "mean_test_dice": base, "round_seconds": finetune_seconds},
+                      "mean_test_dice": base, "round_seconds": finetune_seconds, "train_seconds": finetune_seconds},
                      {"seed": seed, "strategy": "suggest + scratch", "round": k, "labeled": 4 + 2 * k,
-                      "mean_test_dice": base + suggest_gain / 2, "round_seconds": 100.0}]
+                      "mean_test_dice": base + suggest_gain / 2, "round_seconds": 100.0, "train_seconds": 100.0}]
     return runs
 
 
@@ -56,7 +57,7 @@ def test_report_has_table_figure_and_no_machine_paths(tmp_path):
                 "val_every": 50, "per_round": 2, "rounds": 2, "data": "la-dev"}
     readme = write_report(runs, tmp_path / "report", settings)
     text = readme.read_text()
-    assert "| 1 | 6 | suggest + fine-tune | 68.0 ± 0.8 (3) | 45 |" in text
+    assert "| 1 | 6 | suggest + fine-tune | 68.0 ± 0.8 (3) | 75 |" in text  # picking (30 s) + training
     assert (tmp_path / "report" / "rounds.png").stat().st_size > 0
     saved = json.loads((tmp_path / "report" / "results.json").read_text())
     assert saved["settings"] == settings and len(saved["runs"]) == len(runs)

@@ -29,6 +29,7 @@ def summarise(results: list[dict]) -> dict:
                              for k in sorted({r["round"] for r in results if r["strategy"] == strategy})}}
         table[strategy] = {k: {"dice": _stats([r["mean_test_dice"] for r in rs]),
                                "seconds": _stats([r["round_seconds"] for r in rs]),
+                               "train_seconds": _stats([r["train_seconds"] for r in rs]),
                                "labeled": rs[0]["labeled"] if rs else None,
                                "seeds": sorted(r["seed"] for r in rs)}
                            for k, rs in rows.items() if rs}
@@ -51,10 +52,11 @@ def goals(table: dict) -> list[str]:
         parts, met = [], True
         for k in rounds:
             reached = ours[k]["dice"][0] >= scratch[k]["dice"][0]
-            ratio = ours[k]["seconds"][0] / scratch[k]["seconds"][0]
+            # Training time only: the scratch arm reuses suggest's picks, so picking is not part of the comparison.
+            ratio = ours[k]["train_seconds"][0] / scratch[k]["train_seconds"][0]
             met &= reached and ratio <= 0.5
             parts.append(f"round {k}: {100 * ours[k]['dice'][0]:.1f} vs {100 * scratch[k]['dice'][0]:.1f} Dice in "
-                         f"{ratio:.2f}x the time")
+                         f"{ratio:.2f}x the training time")
         lines.append(f"- Fine-tuning against training from scratch on the same cases ({'; '.join(parts)}): goal "
                      f"(the scratch Dice in at most half the time) {'met' if met else 'NOT met'} at every round.")
     return lines
@@ -120,6 +122,9 @@ def write_report(results: list[dict], out: Path, settings: dict) -> Path:
     lines += ["", "## Goals", "", *(goals(table) or ["- Not enough finished rounds to compare yet."]), "",
               "![test Dice and wall time per round](rounds.png)", "",
               "Picks per seed and round (suggest's and random's) are in `results.json`."]
+    reading = out / "reading.md"  # the interpretation, written by hand once runs are in
+    if reading.is_file():
+        lines += ["", "## Reading", "", reading.read_text(encoding="utf-8").strip()]
     with atomic_path(out / "results.json", ".json") as tmp:
         tmp.write_text(json.dumps({"settings": settings, "runs": results}, indent=2) + "\n", encoding="utf-8")
     with atomic_path(out / "README.md", ".md") as tmp:
