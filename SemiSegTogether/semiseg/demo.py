@@ -23,6 +23,7 @@ from semiseg.figures import overlay_figure
 from semiseg.infer import predict_volume
 from semiseg.io import read_label, read_volume, write_volume
 from semiseg.model import load_model
+from semiseg.predict_cases import prediction_name
 from semiseg.synthetic import make_dataset
 from semiseg.train import TrainConfig, train
 
@@ -54,14 +55,14 @@ def run_demo(out: Path, iterations: int = 300, device: str = "auto", overwrite: 
         seconds = []
         for case in ds.test:
             label, stats = predict_volume(net, manifest, read_volume(case.image), dev)
-            write_volume(label, pred_dir / case.image.name)
+            write_volume(label, pred_dir / prediction_name(case.id, case.image))
             seconds.append(stats["seconds"])
         metrics = evaluate_folder(pred_dir, data, split="test")
         summaries[method] = metrics
         mean = metrics["summary"]["mean"]
         rows.append((method, mean, result, sum(seconds) / len(seconds)))
         first = ds.test[0]
-        overlays[method] = read_label(pred_dir / first.image.name).array
+        overlays[method] = read_label(pred_dir / prediction_name(first.id, first.image)).array
     first = ds.test[0]
     image, truth = read_volume(first.image), read_label(first.label)
     figure = overlay_figure(image.array, truth.array, overlays, out / "overlay.png",

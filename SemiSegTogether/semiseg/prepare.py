@@ -69,6 +69,10 @@ class LabelSpace:
 
 
 def prepare_case(case: Case, prep: Preprocessing, space: LabelSpace, with_label: bool) -> PreparedCase:
+    if case.more_channels:
+        from semiseg.errors import ConfigError
+        raise ConfigError(f"case {case.id}: {len(case.images)} input channels ({case.image.name}, ...); training "
+                          f"reads single-channel images only")
     volume = read_volume(case.image)
     image = preprocess_image(volume, prep)[None]
     label = None
