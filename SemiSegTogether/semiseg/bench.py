@@ -28,11 +28,12 @@ from semiseg.devices import resolve_device
 from semiseg.errors import ConfigError
 from semiseg.evaluate import evaluate_folder
 from semiseg.events import _clean
-from semiseg.figures import dice_boxplot, overlay_figure, validation_curves
+from semiseg.figures import dice_boxplot, validation_curves
 from semiseg.infer import predict_volume
 from semiseg.io import read_label, read_volume, write_volume
 from semiseg.methods import method_class
 from semiseg.model import load_model
+from semiseg.overlays import overlay_planes
 from semiseg.predict_cases import prediction_name
 from semiseg.train import TrainConfig, train
 
@@ -43,8 +44,9 @@ PROFILES: dict[str, dict] = {
     # minutes and all six variants about 70 (measured, docs/benchmarks/la-dev-cpu-lite).
     "cpu-lite": {"spacing": [2.0, 2.0, 2.0], "patch": [32, 48, 48], "iterations": 300, "val_every": 50,
                  "batch_labeled": 2, "batch_unlabeled": 2, "overlap": 0.5, "options": {"n_filters": 16}},
-    # The LA protocol of BENCHMARKS.md §6: native 0.625 mm, patch 112×112×80, 15k iterations, batch 2+2,
-    # SGD 0.01 poly; meant for a GPU.
+    # The LA protocol: native 0.625 mm, patch 112×112×80 and batch 2 labeled + 2 unlabeled as UA-MT (Yu et al.,
+    # MICCAI 2019; github.com/yulequan/UA-MT at 88ed29a, code/train_LA_meanteacher_certainty_unlabel.py:29-30,
+    # 61), the 15k iterations of MC-Net onward (Wu et al., MICCAI 2021, arXiv 2103.02911), SGD 0.01 poly; for a GPU.
     "paper": {"spacing": None, "patch": [80, 112, 112], "iterations": 15000, "val_every": 500,
               "batch_labeled": 2, "batch_unlabeled": 2, "overlap": 0.5, "options": {}},
     # The built-in phantoms (`semiseg synthetic`, 48³): native spacing, whole-ish 32³ patches, 2 CPU cores.
@@ -379,5 +381,7 @@ def _figures(report_dir: Path, ds, runs: list[dict], s: BenchSettings) -> None:
         run = next(r for r in runs if r["method"] == method)
         predictions = Path(run["checkpoints"]["best"]["predictions"])
         pred = read_label(predictions / prediction_name(case.id, case.image)).array
-        overlay_figure(image.array, truth.array, {f"{method} (seed {run['seed']})": pred},
-                       report_dir / f"overlay_{slug(method)}.png", title=case.id, spacing_zyx=image.spacing_zyx)
+        names = {value: name for name, value in ds.foreground_labels.items()}
+        overlay_planes(image.array, report_dir / f"overlay_{slug(method)}.png", names,
+                       {f"{method} (seed {run['seed']})": pred}, truth=truth.array, spacing_zyx=image.spacing_zyx,
+                       title=f"{case.id}: truth (solid outline), {method} seed {run['seed']} (filled)")

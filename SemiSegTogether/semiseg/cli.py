@@ -310,6 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, help="label map to write (on exactly the input's grid); with "
                    "several cases a folder, each case's map named as nnU-Net names it (CASE.nii.gz, the input's "
                    "extension)")
+    p.add_argument("--preview", action="store_true", help="also write OUTPUT_preview.png next to each label map: "
+                   "the prediction over the image in three planes, three slices each, with a legend")
     p.add_argument("--skip-existing", action="store_true", help="several cases: keep label maps that already exist "
                    "and predict only the others (default: refuse, listing them)")
     p.add_argument("--quiet", action="store_true", help="no progress bar over the cases")

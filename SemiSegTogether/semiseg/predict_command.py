@@ -84,6 +84,8 @@ def run_predict(args, started: float) -> int:
                 write_volume(label, case.output, overwrite=args.overwrite)
                 written.append(str(case.output))
                 written += _surfaces(args, manifest, label, case, many=many)
+                if args.preview:
+                    written.append(str(write_preview(volume, label, manifest, case.output)))
             bar.close()
             wall = time.perf_counter() - started
             events.emit("done", output=str(args.output) if many else str(todo[0].output), files=written,
@@ -94,6 +96,20 @@ def run_predict(args, started: float) -> int:
             raise
     print(_summary(todo, skipped, written, many, wall, loaded - started, window_seconds, str(device)), file=sys.stderr)
     return 0
+
+
+def preview_path(output: Path) -> Path:
+    """scan-seg.nii.gz -> scan-seg_preview.png, next to the label map."""
+    from semiseg.io import strip_image_extension
+    return output.with_name(f"{strip_image_extension(output.name)}_preview.png")
+
+
+def write_preview(volume, label, manifest: dict, output: Path) -> Path:
+    """The label map over its image: three planes, three slices each, one colour per structure."""
+    from semiseg.overlays import overlay_planes
+    names = {lab["value"]: lab["name"] for lab in manifest["labels"]}
+    return overlay_planes(volume.array, preview_path(output), names, {"prediction": label.array},
+                          spacing_zyx=volume.spacing_zyx, title=f"{output.name} ({manifest.get('name', 'model')})")
 
 
 def _surfaces(args, manifest, label, case: PredictCase, many: bool) -> list[str]:
