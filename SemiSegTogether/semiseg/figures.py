@@ -48,3 +48,36 @@ def validation_curves(curves: dict[str, list[list[tuple[int, float]]]], path: Pa
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def training_curves(losses: list[tuple[int, dict[str, float]]], validation: list[tuple[int, float]],
+                    path: Path, title: str = "") -> Path:
+    """The losses (left) and the validation Dice (right) of one training run against the iterations."""
+    from semiseg.atomic import atomic_path
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9.0, 3.4))
+    names = sorted({k for _, values in losses for k in values}, key=lambda k: (k != "total", k))
+    for i, name in enumerate(names):
+        points = [(it, values[name]) for it, values in losses if name in values]
+        left.plot(*zip(*points), color=COLORS[i % len(COLORS)], linewidth=1.6 if name == "total" else 0.9,
+                  label=name)
+    left.set_xlabel("iteration")
+    left.set_ylabel("loss")
+    left.grid(alpha=0.3)
+    if names:
+        left.legend(fontsize=7)
+    if validation:
+        its, dice = zip(*validation)
+        right.plot(its, [100 * d for d in dice], marker="o", markersize=3, color=COLORS[3])
+    else:
+        right.text(0.5, 0.5, "no validation cases", ha="center", va="center", transform=right.transAxes)
+    right.set_xlabel("iteration")
+    right.set_ylabel("validation Dice (%)")
+    right.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    with atomic_path(Path(path), ".png") as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+    return Path(path)

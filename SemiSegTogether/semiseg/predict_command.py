@@ -14,6 +14,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from semiseg.errors import DataError
+from semiseg.memory import PeakMemory
 from semiseg.predict_cases import (PredictCase, collect_cases, existing_outputs, is_many, plan_outputs,
                                    refuse_existing)
 
@@ -62,6 +63,7 @@ def run_predict(args, started: float) -> int:
                 print(f"nothing to predict: all {len(skipped)} label maps exist in {args.output} (--skip-existing)",
                       file=sys.stderr)
                 return 0
+            peak = PeakMemory(device).start()  # the model and every case: what this command needs
             net, manifest = load_model(Path(args.model), device)
             loaded = time.perf_counter()
             events.emit("progress", fraction=0.0, stage="model loaded")
@@ -87,14 +89,17 @@ def run_predict(args, started: float) -> int:
                 if args.preview:
                     written.append(str(write_preview(volume, label, manifest, case.output)))
             bar.close()
+            peak.stop()
             wall = time.perf_counter() - started
             events.emit("done", output=str(args.output) if many else str(todo[0].output), files=written,
                         seconds=wall, cases=len(todo), skipped=len(skipped), device=str(device),
-                        sliding_window_seconds=window_seconds, model_load_seconds=loaded - started)
+                        sliding_window_seconds=window_seconds, model_load_seconds=loaded - started,
+                        peak_memory_mb=peak.mb)
         except Exception as exc:
             events.emit("error", message=f"{exc}")
             raise
-    print(_summary(todo, skipped, written, many, wall, loaded - started, window_seconds, str(device)), file=sys.stderr)
+    print(_summary(todo, skipped, written, many, wall, loaded - started, window_seconds, str(device)) +
+          f"; peak memory {peak.mb:.0f} MB", file=sys.stderr)
     return 0
 
 

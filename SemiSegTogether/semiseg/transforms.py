@@ -77,12 +77,13 @@ class Preprocessing:
             raise ConfigError(f"percentiles must lie in [0, 100], got {self.percentiles}")
 
     def to_dict(self) -> dict:
-        return {
-            "spacing": None if self.spacing is None else list(self.spacing),
-            "intensity": self.intensity,
-            "ct_window": list(self.ct_window),
-            "percentiles": list(self.percentiles),
-        }
+        """The settings that act: the CT window only for "ct", the percentiles only for "percentile"."""
+        out = {"spacing": None if self.spacing is None else list(self.spacing), "intensity": self.intensity}
+        if self.intensity == "ct":
+            out["ct_window"] = list(self.ct_window)
+        if self.intensity == "percentile":
+            out["percentiles"] = list(self.percentiles)
+        return out
 
     @classmethod
     def from_dict(cls, d: dict) -> "Preprocessing":
