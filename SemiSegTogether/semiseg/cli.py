@@ -175,14 +175,17 @@ def cmd_train(args) -> int:
             return _launch_torchrun(args)
     from semiseg.train import train
     cfg = _train_config(args, seed=args.seed, workdir=args.workdir, resume=args.resume, events=args.events,
-                        label_info=args.label_info, name=args.name, overwrite=args.overwrite,
+                        label_info=args.label_info, name=args.name, modality=args.modality,
+                        overwrite=args.overwrite,
                         progress=not args.quiet, sync_bn=args.sync_bn, dist_timeout=args.dist_timeout)
     result = train(cfg)
     if distributed.launch_rank() != 0:
         return 0  # rank 0 reports
     best = f"best validation Dice {result.best_dice:.4f} at {result.best_iteration}" if result.best_dice is not None \
         else "no validation cases"
-    print(f"wrote {result.model} ({result.iterations} iterations, {result.seconds:.0f} s, {best})")
+    from semiseg.training.curves import curves_path
+    print(f"wrote {result.model} ({result.iterations} iterations, {result.seconds:.0f} s, {best}); curves "
+          f"{curves_path(result.model)}")
     return 0
 
 
@@ -321,6 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--events", help="write JSON-lines progress events to FILE, or - for stdout")
     p.add_argument("--label-info", help="JSON {label: {color: [r,g,b], terminology: {...}}} for the model card")
     p.add_argument("--name", help="model name in the model card")
+    p.add_argument("--modality", help="imaging modality for the model card (e.g. MR, CT) when the dataset does not "
+                                      "say (Decathlon 'modality', nnU-Net 'channel_names'); default: the dataset's")
     p.add_argument("--overwrite", action="store_true", help="replace an existing model package")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--gpus", type=int, metavar="N", help="train with N processes on this machine (DDP via "

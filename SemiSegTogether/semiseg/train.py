@@ -35,6 +35,9 @@ from semiseg.training.config import OPTIMIZERS, SCHEDULES, Cancelled, TrainConfi
 from semiseg.training.data import TrainingData, auto_patch
 from semiseg.training.distribution import wrap_distributed
 from semiseg.training.optimisation import Optimisation
+from semiseg.prepare import split_validation
+from semiseg.training.curves import LossCurve, write_curves
+from semiseg.training.inference_cost import measure_prediction
 from semiseg.training.package import ModelCard, export_models, peak_memory_mb
 from semiseg.training.validation import Validator
 
@@ -147,12 +150,14 @@ class _Trainer:
                    desc=f"{c.method}", dynamic_ncols=True, unit="it")
         last_dice = None
         self.step_seconds = 0.0
+        self.loss_curve = LossCurve()
         try:
             for it in range(start_it, c.iterations):
                 step_start = time.perf_counter()
                 losses = self._step(it)
                 self.step_seconds += time.perf_counter() - step_start
                 done = it + 1
+                self.loss_curve.record(done, losses)
                 bar.update(1)
                 bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items() if k in ("total", "supervised")})
                 if done % emit_every == 0 or done == c.iterations:
@@ -215,7 +220,7 @@ class _Trainer:
         card = {
             "name": c.name or Path(c.out).name.removesuffix(".semiseg"),
             "description": c.description or f"{c.method} trained on {data.dataset.name}",
-            "modality": data.dataset.modality,
+            "modality": c.modality or data.dataset.modality or None,
             **self.card.manifest_for(net),
             "method": {"name": c.method, "options": self.method.opts},
             "data": {"dataset": data.dataset.name, "labeled": len(data.train_cases),
@@ -226,8 +231,11 @@ class _Trainer:
                          "schedule": self.optimisation.schedule, "amp": self.amp, "world_size": self.world_size},
         }
         if self.validator.inference_cost:
-            card["inference"] = self.validator.inference_cost
+            first_val = split_validation(data.dataset.training, c.val_cases)[1][0]
+            card["inference"] = {**self.validator.inference_cost, **measure_prediction(
+                net, card, first_val, self.device, c.amp)}
         last_model = export_models(c, card, net, self.validator.best_ckpt, last_dice, bool(data.val_cases))
+        write_curves(c.out, self.loss_curve, self.validator.history, title=f"{card['name']}: {c.method}")
         self.events.emit("done", model=str(c.out), seconds=seconds, best_dice=best["dice"],
                          best_iteration=best["iteration"], last_dice=last_dice)
         return TrainResult(Path(c.out), last_model if data.val_cases else None, c.iterations, seconds,
