@@ -23,7 +23,7 @@ import torch
 
 from semiseg import __version__
 from semiseg.atomic import atomic_path
-from semiseg.datasets import load_dataset
+from semiseg.datasets import load_dataset, read_channels
 from semiseg.devices import resolve_device
 from semiseg.errors import ConfigError
 from semiseg.evaluate import evaluate_folder
@@ -250,7 +250,7 @@ def _run_one(s, p, ds, variant, method, options, seed, device, work) -> dict:
         pred_dir = work / "predictions" / tag / ckpt
         seconds = []
         for case in ds.test:
-            label, stats = predict_volume(net, manifest, read_volume(case.image), device, overlap=p["overlap"],
+            label, stats = predict_volume(net, manifest, read_channels(case), device, overlap=p["overlap"],
                                           lcc=s.lcc)
             write_volume(label, pred_dir / prediction_name(case.id, case.image))
             seconds.append(stats["seconds"])

@@ -247,11 +247,9 @@ def _parse_modality(raw) -> str:
 
 
 def _decathlon_channels(raw) -> list[str]:
-    """Channel names from Decathlon's modality object; its multi-channel images are single 4D files, which
-    the engine does not read (read_volume refuses them), so a case here always has one channel file."""
-    if isinstance(raw, dict) and raw:
-        return [str(v) for v in raw.values()]
-    return [str(raw)] if raw else ["image"]
+    """One channel: Decathlon's multi-channel images are single 4D files, which the engine does not read
+    (read_volume refuses them with a clear error), so a case listed here is one 3D image."""
+    return [_parse_modality(raw) or "image"]
 
 
 def _parse_cases(raw, split: str, root: Path, where: Path, tasks, label_required: bool) -> list[Case]:
@@ -382,6 +380,16 @@ def _labels_from_files(ds: Dataset) -> dict[str, int]:
     return {"background": 0, **{f"label_{v}": v for v in sorted(values)}}
 
 
+def read_channels(case: Case) -> list:
+    """Every channel's Volume of a case, in order, each checked to lie on channel 0's grid."""
+    volumes = [read_volume(path) for path in case.images]
+    for extra in volumes[1:]:
+        if not extra.same_geometry(volumes[0]):
+            raise DataError(f"{extra.path}: this channel does not lie on the grid of channel 0 ({case.image}); "
+                            f"every channel of a case must share size, spacing, origin and direction")
+    return volumes
+
+
 # ---------------------------------------------------------------- checking
 
 
@@ -482,11 +490,7 @@ def _check_case(ds: Dataset, case: Case, split: str, read_images: bool, problems
         return None
     if read_images:
         try:
-            image = read_volume(case.image)
-            for extra in case.more_channels:
-                if not read_volume(extra).same_geometry(image):
-                    problems.append(f"{extra}: this channel does not lie on the grid of channel 0 ({case.image}); "
-                                    f"every channel of a case must share size, spacing, origin and direction")
+            image = read_channels(case)[0]
         except DataError as e:
             problems.append(str(e))
             return None

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from semiseg import __version__
-from semiseg.datasets import load_dataset
+from semiseg.datasets import load_dataset, read_channels
 from semiseg.devices import resolve_device
 from semiseg.errors import DataError
 from semiseg.evaluate import evaluate_folder
@@ -55,7 +55,7 @@ def run_demo(out: Path, iterations: int = 300, device: str = "auto", overwrite: 
         pred_dir = out / "predictions" / method
         seconds, voxels = [], {}
         for case in ds.test:
-            label, stats = predict_volume(net, manifest, read_volume(case.image), dev)
+            label, stats = predict_volume(net, manifest, read_channels(case), dev)
             write_volume(label, pred_dir / prediction_name(case.id, case.image))
             seconds.append(stats["seconds"])
             for name, value in ds.foreground_labels.items():

@@ -19,8 +19,9 @@ from torch import nn
 
 from semiseg.devices import amp_enabled
 from semiseg.errors import ConfigError
+from semiseg.prepare import preprocess_channels
 from semiseg.prompts import merge_task_probabilities
-from semiseg.transforms import Preprocessing, preprocess_image, restore_to_grid
+from semiseg.transforms import Preprocessing, restore_to_grid
 from semiseg.volume import Volume
 
 Progress = Callable[[float], None]
@@ -90,10 +91,11 @@ def predict_classes(net: nn.Module, manifest: dict, image: np.ndarray, device: t
                     chosen: list[dict] | None = None, overlap: float = 0.5, sw_batch_size: int = 1,
                     blend: str = "gaussian", out_shape: Sequence[int] | None = None, use_amp: bool = True,
                     progress: Progress | None = None) -> np.ndarray:
-    """Preprocessed image (d, h, w) → label map of the manifest's label *values*, on `out_shape`
-    (the original grid) or on the preprocessed grid when `out_shape` is None."""
+    """Preprocessed image (d, h, w), or (C, d, h, w) for C channels → label map of the manifest's label
+    *values*, on `out_shape` (the original grid) or on the preprocessed grid when `out_shape` is None."""
     chosen = chosen if chosen is not None else manifest["labels"]
-    x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None].to(device)
+    x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
+    x = (x[None, None] if x.ndim == 3 else x[None]).to(device)
     patch = manifest["patch_size"]
     kwargs = dict(patch=patch, overlap=overlap, sw_batch_size=sw_batch_size, blend=blend, use_amp=use_amp)
 
@@ -125,17 +127,24 @@ def _sub_progress(progress: Progress | None, i: int, n: int) -> Progress | None:
     return lambda f: progress((i + f) / n)
 
 
-def predict_volume(net: nn.Module, manifest: dict, volume: Volume, device: torch.device,
+def predict_volume(net: nn.Module, manifest: dict, volume: Volume | Sequence[Volume], device: torch.device,
                    prompts: Sequence[str] | None = None, overlap: float = 0.5, sw_batch_size: int = 1,
                    blend: str = "gaussian", lcc: bool = False, use_amp: bool = True,
                    progress: Progress | None = None) -> tuple[Volume, dict]:
-    """Image volume → (label volume on exactly the input's grid, timing and memory stats)."""
+    """Image volume (or its channels, in order, on one grid) → (label volume on exactly the input's grid, timing
+    and memory stats)."""
+    channels = [volume] if isinstance(volume, Volume) else list(volume)
+    expected = len(manifest.get("channels") or [None])
+    if len(channels) != expected:
+        raise ConfigError(f"{channels[0].path or 'image'}: this model reads {expected} channel(s) per case "
+                          f"({', '.join(manifest.get('channels') or [])}); got {len(channels)}")
+    volume = channels[0]
     chosen = select_prompts(manifest, prompts)
     start = time.perf_counter()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     prep = Preprocessing.from_dict(manifest["preprocessing"])
-    image = preprocess_image(volume, prep)
+    image = preprocess_channels(channels, prep)
     net = net.to(device).eval()
     labels = predict_classes(net, manifest, image, device, chosen, overlap, sw_batch_size, blend,
                              out_shape=volume.array.shape, use_amp=use_amp, progress=progress)

@@ -45,7 +45,7 @@ def collect_cases(inputs: list[Path], n_channels: int = 1) -> list[tuple[str, li
             files += sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")
                             and image_extension(p) in WRITE_EXTENSIONS)
         else:
-            files.append(path)
+            files += _with_sibling_channels(path, n_channels)
     cases = _group_channels(files, n_channels)
     seen: dict[str, Path] = {}
     for case_id, channels in cases:
@@ -54,6 +54,16 @@ def collect_cases(inputs: list[Path], n_channels: int = 1) -> list[tuple[str, li
                             f"would overwrite each other; predict them into different --output folders")
         seen[case_id] = channels[0]
     return cases
+
+
+def _with_sibling_channels(path: Path, n_channels: int) -> list[Path]:
+    """CASE_0000.nii.gz given to a model of several channels: CASE_0000 ... CASE_000N beside it."""
+    match = nnunet.CHANNEL.match(strip_image_extension(path.name)) if path.is_file() else None
+    if n_channels == 1 or match is None:
+        return [path]
+    ext = image_extension(path)
+    siblings = [path.with_name(f"{match['case']}_{i:04d}{ext}") for i in range(n_channels)]
+    return [p for p in siblings if p.is_file()]
 
 
 def _group_channels(files: list[Path], n_channels: int) -> list[tuple[str, list[Path]]]:

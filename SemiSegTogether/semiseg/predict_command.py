@@ -78,8 +78,9 @@ def run_predict(args, started: float) -> int:
                     events.emit("progress", fraction=round(0.05 + 0.9 * (i + fraction) / len(todo), 4),
                                 stage=f"sliding window, case {i + 1}/{len(todo)}", case=case.id)
 
-                volume = read_volume(case.inputs[0])
-                label, stats = predict_volume(net, manifest, volume, device, prompts=prompts, overlap=args.overlap,
+                channels = [read_volume(p) for p in case.inputs]
+                volume = channels[0]
+                label, stats = predict_volume(net, manifest, channels, device, prompts=prompts, overlap=args.overlap,
                                               sw_batch_size=args.sw_batch_size, blend=args.blend, lcc=args.lcc,
                                               use_amp=not args.no_amp, progress=progress)
                 window_seconds += stats["seconds"]

@@ -101,7 +101,7 @@ class _Trainer:
     def _build(self) -> None:
         c, data = self.cfg, self.data
         space = data.space
-        context = MethodContext(in_channels=1, n_classes=space.n_classes, total_iterations=c.iterations,
+        context = MethodContext(in_channels=len(data.dataset.channels), n_classes=space.n_classes, total_iterations=c.iterations,
                                 n_tasks=max(1, len(space.tasks)), n_domains=max(1, len(space.domains)),
                                 task_classes=space.task_classes or [list(range(1, space.n_classes))],
                                 domains=data.split_domains(), class_fractions=data.class_fractions(),

@@ -237,8 +237,8 @@ class Augmentation:
             t.set_random_state(state=state)
 
         image = torch.as_tensor(np.asarray(data["image"], dtype=np.float32))
-        if image.ndim != 4 or image.shape[0] != 1:
-            raise ValueError(f"augmentation expects an image of shape (1, D, H, W), got {tuple(image.shape)}")
+        if image.ndim != 4:
+            raise ValueError(f"augmentation expects an image of shape (C, D, H, W), got {tuple(image.shape)}")
         label = data.get("label")
         lab = None
         if label is not None:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import torch
 
-from semiseg.datasets import Case
+from semiseg.datasets import Case, read_channels
 from semiseg.infer import predict_volume
-from semiseg.io import read_volume, write_volume
+from semiseg.io import write_volume
 from semiseg.memory import PeakMemory
 
 SLIDING_WINDOW = ("the sliding window alone on a preprocessed validation case (model loaded; no reading, "
@@ -30,8 +30,8 @@ def measure_prediction(net, manifest: dict, case: Case, device: torch.device, us
     """Time and peak memory of predicting `case` from its file to a written label map."""
     with tempfile.TemporaryDirectory(prefix="semiseg-measure-") as tmp, PeakMemory(device) as peak:
         start = time.perf_counter()
-        volume = read_volume(case.image)
-        label, _ = predict_volume(net, manifest, volume, device, overlap=PREDICT_OVERLAP, use_amp=use_amp)
+        label, _ = predict_volume(net, manifest, read_channels(case), device, overlap=PREDICT_OVERLAP,
+                                  use_amp=use_amp)
         write_volume(label, Path(tmp) / "label.nii.gz")
         seconds = time.perf_counter() - start
     return {"prediction_seconds": round(seconds, 3), "prediction_seconds_measures": PREDICTION,

@@ -46,7 +46,7 @@ class Validator:
             if self.space.tasks and case.task >= 0:
                 # The case is annotated for its task only: score (and, prompted, predict) those structures.
                 chosen = [lab for lab in chosen if lab["task"] == self.space.task_names[case.task]]
-            pred = predict_classes(net, manifest, case.image[0], self.device, chosen, overlap=self.overlap,
+            pred = predict_classes(net, manifest, case.image, self.device, chosen, overlap=self.overlap,
                                    use_amp=self.use_amp)
             for lab in chosen:
                 per_label[lab["name"]].append(dice(pred == lab["value"], case.label == lab["value"]))
