@@ -43,6 +43,7 @@ def plan(args, n_channels: int) -> tuple[list[PredictCase], list[PredictCase], b
 
 
 def run_predict(args, started: float) -> int:
+    from semiseg.cli import _fast_paths as fast_paths
     from semiseg.devices import resolve_device
     from semiseg.events import EventWriter
     from semiseg.infer import predict_volume
@@ -68,6 +69,7 @@ def run_predict(args, started: float) -> int:
             loaded = time.perf_counter()
             events.emit("progress", fraction=0.0, stage="model loaded")
             prompts = [p for p in (args.prompts or "").split(",") if p.strip()] or None
+            fast, stats = fast_paths(args), {}
             written, window_seconds = [], 0.0
             bar = tqdm(todo, disable=args.quiet or len(todo) < 2, file=sys.stderr, unit="case", desc="predict",
                        dynamic_ncols=True)
@@ -82,7 +84,8 @@ def run_predict(args, started: float) -> int:
                 volume = channels[0]
                 label, stats = predict_volume(net, manifest, channels, device, prompts=prompts, overlap=args.overlap,
                                               sw_batch_size=args.sw_batch_size, blend=args.blend, lcc=args.lcc,
-                                              use_amp=not args.no_amp, progress=progress)
+                                              fast=fast, preprocess_on_device=not args.cpu_preprocessing,
+                                              progress=progress)
                 window_seconds += stats["seconds"]
                 write_volume(label, case.output, overwrite=args.overwrite)
                 written.append(str(case.output))
@@ -95,7 +98,7 @@ def run_predict(args, started: float) -> int:
             events.emit("done", output=str(args.output) if many else str(todo[0].output), files=written,
                         seconds=wall, cases=len(todo), skipped=len(skipped), device=str(device),
                         sliding_window_seconds=window_seconds, model_load_seconds=loaded - started,
-                        peak_memory_mb=peak.mb)
+                        peak_memory_mb=peak.mb, fast_paths=stats.get("fast_paths"))
         except Exception as exc:
             events.emit("error", message=f"{exc}")
             raise

@@ -26,12 +26,12 @@ def sliding_window_cost(seconds: float, n_cases: int, device: torch.device) -> d
             "seconds_per_volume_measures": SLIDING_WINDOW}
 
 
-def measure_prediction(net, manifest: dict, case: Case, device: torch.device, use_amp: bool) -> dict:
+def measure_prediction(net, manifest: dict, case: Case, device: torch.device, fast) -> dict:
     """Time and peak memory of predicting `case` from its file to a written label map."""
     with tempfile.TemporaryDirectory(prefix="semiseg-measure-") as tmp, PeakMemory(device) as peak:
         start = time.perf_counter()
         label, _ = predict_volume(net, manifest, read_channels(case), device, overlap=PREDICT_OVERLAP,
-                                  use_amp=use_amp)
+                                  fast=fast)
         write_volume(label, Path(tmp) / "label.nii.gz")
         seconds = time.perf_counter() - start
     return {"prediction_seconds": round(seconds, 3), "prediction_seconds_measures": PREDICTION,
