@@ -367,7 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "CASE_0000, CASE_0001 ... are one case)")
     p.add_argument("--output", required=True, help="label map to write (on exactly the input's grid); with "
                    "several cases a folder, each case's map named as nnU-Net names it (CASE.nii.gz, the input's "
-                   "extension)")
+                   "extension); a NAME.seg.nrrd also keeps each structure's name, colour and terminology, as Slicer "
+                        "saves it")
     p.add_argument("--preview", action="store_true", help="also write OUTPUT_preview.png next to each label map: "
                    "the prediction over the image in three planes, three slices each, with a legend")
     p.add_argument("--skip-existing", action="store_true", help="several cases: keep label maps that already exist "

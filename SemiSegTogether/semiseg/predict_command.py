@@ -87,7 +87,12 @@ def run_predict(args, started: float) -> int:
                                               fast=fast, preprocess_on_device=not args.cpu_preprocessing,
                                               progress=progress)
                 window_seconds += stats["seconds"]
-                write_volume(label, case.output, overwrite=args.overwrite)
+                if case.output.name.lower().endswith(".seg.nrrd"):  # segments with the model's names, colours
+                    from semiseg.segfile import write_segmentation
+                    chosen = [lab for lab in manifest["labels"] if not prompts or lab["name"] in prompts]
+                    write_segmentation(label, chosen, case.output, overwrite=args.overwrite)
+                else:
+                    write_volume(label, case.output, overwrite=args.overwrite)
                 written.append(str(case.output))
                 written += _surfaces(args, manifest, label, case, many=many)
                 if args.preview:
