@@ -26,6 +26,15 @@ from semiseg.volume import Volume
 Progress = Callable[[float], None]
 
 
+def check_window_settings(overlap: float, sw_batch_size: int) -> None:
+    """ConfigError for a sliding-window setting MONAI would fail on (or loop forever with)."""
+    if not (isinstance(overlap, (int, float)) and 0.0 <= overlap < 1.0):
+        raise ConfigError(f"--overlap {overlap}: must be at least 0 and less than 1 (windows overlap by this "
+                          f"fraction; 0.5 is the default)")
+    if not (isinstance(sw_batch_size, int) and sw_batch_size >= 1):
+        raise ConfigError(f"--sw-batch-size {sw_batch_size}: must be a whole number of at least 1")
+
+
 def window_count(shape: Sequence[int], patch: Sequence[int], overlap: float) -> int:
     """How many windows MONAI's sliding window visits (for progress reporting)."""
     total = 1
@@ -130,6 +139,7 @@ def predict_volume(net: nn.Module, manifest: dict, volume: Volume, device: torch
                    blend: str = "gaussian", lcc: bool = False, use_amp: bool = True,
                    progress: Progress | None = None) -> tuple[Volume, dict]:
     """Image volume → (label volume on exactly the input's grid, timing and memory stats)."""
+    check_window_settings(overlap, sw_batch_size)
     chosen = select_prompts(manifest, prompts)
     start = time.perf_counter()
     if device.type == "cuda":

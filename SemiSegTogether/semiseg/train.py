@@ -39,6 +39,7 @@ from semiseg.methods import MethodContext, build_method
 from semiseg.model import save_model
 from semiseg.prepare import LabelSpace, prepare_case, split_validation
 from semiseg.sampling import PatchStream
+from semiseg.train_checks import check_train_request
 from semiseg.transforms import Preprocessing
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -106,6 +107,7 @@ class Cancelled(SemiSegError):
 
 
 def train(cfg: TrainConfig) -> TrainResult:
+    check_train_request(cfg)  # settings, outputs and the dataset by check's rules, before any work
     # Under torchrun only rank 0 writes events (and everything else the user sees).
     events = EventWriter(cfg.events if distributed.launch_rank() == 0 else None, append=cfg.resume)
     joined_here = not distributed.is_initialized()

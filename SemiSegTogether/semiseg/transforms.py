@@ -24,6 +24,7 @@ from monai.transforms import (
     RandScaleIntensity,
     RandShiftIntensity,
     Resize,
+    Rotate90,
     ScaleIntensityRange,
     ScaleIntensityRangePercentiles,
 )
@@ -247,7 +248,15 @@ class Augmentation:
             lab = torch.as_tensor(label.astype(np.float32))[None]
         for t in self.spatial:
             t.randomize(None)
-            if isinstance(t, RandAffine):
+            if isinstance(t, RandRotate90):
+                # A quarter turn swaps height and width: on a patch where they differ the batch would no longer
+                # stack, so there a drawn odd number of quarter turns becomes a half turn (same draws).
+                k = _axial_turns(t, image.shape)
+                if k:
+                    image = Rotate90(k, t.spatial_axes)(image)
+                    if lab is not None:
+                        lab = Rotate90(k, t.spatial_axes)(lab)
+            elif isinstance(t, RandAffine):
                 image = t(image, mode="bilinear", randomize=False)
                 if lab is not None:
                     lab = t(lab, mode="nearest", randomize=False)
@@ -262,6 +271,15 @@ class Augmentation:
         if lab is not None:
             out["label"] = np.ascontiguousarray(np.rint(convert_to_numpy(lab)[0]).astype(label.dtype))
         return out
+
+
+def _axial_turns(t: RandRotate90, shape) -> int:
+    """Quarter turns to apply for a randomised RandRotate90 on a (C, D, H, W) tensor: 0 when not drawn."""
+    if not t._do_transform:
+        return 0
+    k = t._rand_k % 4
+    h, w = (shape[1 + a] for a in t.spatial_axes)
+    return 2 if k % 2 and h != w else k
 
 
 def build_augmentation(strength: str = "standard") -> Augmentation:
