@@ -123,3 +123,38 @@ def test_a_trained_package_is_readable_by_the_group_under_umask_022(tiny_model):
         pytest.skip(f"this run's umask {mask:03o} hides files from the group anyway")
     assert stat.S_IMODE(tiny_model.stat().st_mode) & 0o055 == 0o055
     assert stat.S_IMODE((tiny_model / "model.json").stat().st_mode) & 0o044 == 0o044
+
+
+# ---- --resume continues the same run, or refuses ---------------------------------------------------------
+RUN = ["--method", "supervised", "--iterations", "2", "--patch", "32,32,32", "--option", "n_filters=4",
+       "--device", "cpu", "--quiet", "--val-every", "1"]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, tiny_dataset):
+    """A 2-iteration run whose checkpoint (WORK/last.pt) later resumes are checked against."""
+    from semiseg.cli import main
+    folder = tmp_path_factory.mktemp("resume")
+    assert main([str(a) for a in ["train", "--data", tiny_dataset, "--out", folder / "m.semiseg", "--workdir",
+                                  folder / "work", *RUN]]) == 0
+    return folder
+
+
+@pytest.mark.parametrize("change", [["--iterations", "4"], ["--patch", "16,32,32"], ["--spacing", "2,2,2"],
+                                    ["--option", "n_filters=8"]])
+def test_resume_refuses_changed_settings_naming_them(capsys, finished_run, tiny_dataset, tmp_path, change):
+    from helpers_reliability import refused
+    argv = ["train", "--data", tiny_dataset, "--out", tmp_path / "m.semiseg", "--workdir", finished_run / "work",
+            "--resume", *RUN, *change]
+    err = refused(capsys, argv, finished_run / "work" / "last.pt", "other settings")
+    assert {"--iterations": "iterations", "--patch": "patch", "--spacing": "spacing",
+            "--option": "method_options"}[change[0]] in err
+
+
+def test_resume_refuses_a_garbage_checkpoint(capsys, tiny_dataset, tmp_path):
+    from helpers_reliability import refused
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "last.pt").write_bytes(b"\x80\x04 this is not a checkpoint")
+    refused(capsys, ["train", "--data", tiny_dataset, "--out", tmp_path / "m.semiseg", "--workdir", work, "--resume",
+                     *RUN], work / "last.pt", "not a readable SemiSeg checkpoint")

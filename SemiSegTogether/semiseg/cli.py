@@ -215,6 +215,9 @@ def cmd_predict(args) -> int:
             label, stats = predict_volume(net, manifest, volume, device, prompts=prompts, overlap=args.overlap,
                                           sw_batch_size=args.sw_batch_size, blend=args.blend, lcc=args.lcc,
                                           use_amp=not args.no_amp, progress=progress)
+            for warning in stats.pop("warnings", []):
+                events.emit("warning", message=warning)
+                print(f"semiseg predict: warning: {args.input}: {warning}", file=sys.stderr)
             write_volume(label, out, overwrite=args.overwrite)
             written = [str(out)]
             if args.surface:

@@ -19,8 +19,10 @@ from torch import nn
 
 from semiseg.devices import amp_enabled
 from semiseg.errors import ConfigError
+from semiseg.input_profile import profile_warnings
 from semiseg.prompts import merge_task_probabilities
-from semiseg.transforms import Preprocessing, preprocess_image, restore_to_grid
+from semiseg.transforms import (Preprocessing, oriented_shape, preprocess_image, restore_to_grid,
+                                to_input_orientation)
 from semiseg.volume import Volume
 
 Progress = Callable[[float], None]
@@ -148,10 +150,12 @@ def predict_volume(net: nn.Module, manifest: dict, volume: Volume, device: torch
     image = preprocess_image(volume, prep)
     net = net.to(device).eval()
     labels = predict_classes(net, manifest, image, device, chosen, overlap, sw_batch_size, blend,
-                             out_shape=volume.array.shape, use_amp=use_amp, progress=progress)
+                             out_shape=oriented_shape(volume, prep), use_amp=use_amp, progress=progress)
+    labels = np.ascontiguousarray(to_input_orientation(labels, volume, prep))
     if lcc:
         labels = keep_largest_component(labels)
-    stats = {"seconds": time.perf_counter() - start, "device": str(device)}
+    stats = {"seconds": time.perf_counter() - start, "device": str(device),
+             "warnings": profile_warnings(manifest.get("input_profile"), volume.spacing, volume.direction, image)}
     if device.type == "cuda":
         stats["peak_gpu_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
     return volume.with_array(labels), stats

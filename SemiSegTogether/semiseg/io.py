@@ -109,14 +109,20 @@ def read_volume(path: str | os.PathLike, series_id: str | None = None) -> Volume
     return from_sitk(image, path)
 
 
-def _read_file(path: Path) -> sitk.Image:
-    """Header first (size, type: refuse what cannot fit), then the data is checked complete, then read."""
+def _header(path: Path) -> sitk.ImageFileReader:
+    """A reader that has read `path`'s header only (size, type, geometry), no voxels."""
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
         reader.ReadImageInformation()
     except RuntimeError as e:
         raise DataError(f"{path}: cannot read this image ({_sitk_reason(e)})") from None
+    return reader
+
+
+def _read_file(path: Path) -> sitk.Image:
+    """Header first (size, type: refuse what cannot fit), then the data is checked complete, then read."""
+    reader = _header(path)
     check_fits_in_memory(path, reader.GetSize(), reader.GetNumberOfComponents(), reader.GetPixelID())
     if image_extension(path) in (".nii", ".nii.gz"):
         check_nifti_payload(path)  # ITK reads a short file silently and zeroes NaN/inf
@@ -168,6 +174,16 @@ def _check_finite(image: sitk.Image, path) -> None:
         bad = int(np.count_nonzero(~np.isfinite(array)))
         if bad:
             raise non_finite_error(path, bad)
+
+
+def read_geometry(path: str | os.PathLike) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(spacing, direction) of an image from its header alone (a DICOM folder is read whole)."""
+    path = Path(path)
+    if path.is_dir():
+        volume = read_volume(path)
+        return tuple(volume.spacing), tuple(volume.direction)
+    reader = _header(path)
+    return tuple(float(v) for v in reader.GetSpacing()), tuple(float(v) for v in reader.GetDirection())
 
 
 def _read_dicom_series(folder: Path, series_id: str | None) -> sitk.Image:

@@ -37,10 +37,11 @@ from semiseg.infer import predict_classes
 from semiseg.labels import label_entry
 from semiseg.methods import MethodContext, build_method
 from semiseg.model import save_model
-from semiseg.prepare import LabelSpace, prepare_case, split_validation
+from semiseg.input_profile import training_profile
+from semiseg.prepare import LabelSpace, prepare_case, split_validation, training_preprocessing
+from semiseg.resume_settings import check_resume_settings, load_checkpoint, run_settings
 from semiseg.sampling import PatchStream
 from semiseg.train_checks import check_train_request
-from semiseg.transforms import Preprocessing
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("poly", "constant", "step")
@@ -143,12 +144,6 @@ class _Trainer:
         self.amp = amp_enabled(self.device, cfg.amp)
         self.workdir = cfg.workdir_path()
         self.last_ckpt, self.best_ckpt = self.workdir / "last.pt", self.workdir / "best.pt"
-        if not cfg.resume and self.last_ckpt.exists():
-            raise ConfigError(f"{self.workdir}: holds a checkpoint from an earlier run; pass --resume to continue "
-                              f"it or choose another --workdir")
-        if Path(cfg.out).exists() and not cfg.overwrite:
-            raise ConfigError(f"{cfg.out}: a model package already exists there (choose another --out or pass "
-                              f"--overwrite)")
         self._seed(cfg.seed)
         self._load_data()
         self._build()
@@ -184,12 +179,13 @@ class _Trainer:
         c = self.cfg
         self.dataset = load_dataset(Path(c.data))
         self.space = LabelSpace.from_dataset(self.dataset)
-        self.prep = Preprocessing(spacing=tuple(c.spacing) if c.spacing else None, intensity=c.intensity)
         train_cases, val_cases = split_validation(self.dataset.training, c.val_cases)
+        self.prep, geometries = training_preprocessing(c, train_cases)
         self.train_cases = [prepare_case(k, self.prep, self.space, True) for k in train_cases]
         self.val_cases = [prepare_case(k, self.prep, self.space, True) for k in val_cases]
         self.unlabeled_cases = [prepare_case(k, self.prep, self.space, False) for k in self.dataset.unlabeled]
         self.patch = list(c.patch) if c.patch else auto_patch([k.image.shape[1:] for k in self.train_cases])
+        self.input_profile = training_profile(geometries, [k.image[0] for k in self.train_cases])
 
     def _build(self) -> None:
         c = self.cfg
@@ -415,6 +411,7 @@ class _Trainer:
             "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
             "torch_rng": torch.get_rng_state(), "streams": streams,
             "best": self.best, "history": self.history,
+            "settings": run_settings(self.cfg, self.patch, self.prep.to_dict()),
         }
         if self.world_size > 1:
             state["world_size"] = self.world_size
@@ -426,7 +423,8 @@ class _Trainer:
     def _restore(self) -> tuple[int, float]:
         if not self.last_ckpt.exists():
             raise ConfigError(f"--resume: no checkpoint at {self.last_ckpt}")
-        state = torch.load(self.last_ckpt, map_location=self.device, weights_only=True)
+        state = load_checkpoint(self.last_ckpt, self.device)
+        check_resume_settings(state, run_settings(self.cfg, self.patch, self.prep.to_dict()), self.last_ckpt)
         saved_world = int(state.get("world_size", 1))
         if saved_world != self.world_size:
             raise ConfigError(f"--resume: {self.last_ckpt} was written by a run on {saved_world} process(es), "
@@ -458,7 +456,8 @@ class _Trainer:
         tasks = [{"name": t, "index": i, "labels": [n for n in self.space.names if self.space.task_of(n) == t]}
                  for i, t in enumerate(self.space.task_names)]
         return {"labels": labels, "tasks": tasks, "prompted": bool(getattr(net, "prompted", False)),
-                "patch_size": [int(p) for p in self.patch], "preprocessing": self.prep.to_dict()}
+                "patch_size": [int(p) for p in self.patch], "preprocessing": self.prep.to_dict(),
+                "input_profile": self.input_profile}
 
     def _finish(self, seconds: float, last_dice: float | None) -> TrainResult:
         c = self.cfg
