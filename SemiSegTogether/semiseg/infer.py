@@ -20,6 +20,8 @@ from torch import nn
 from semiseg.devices import amp_enabled
 from semiseg.errors import ConfigError
 from semiseg.input_profile import profile_warnings
+from semiseg.oblique import OBLIQUE_DEGREES, axis_aligned, labels_onto
+from semiseg.orientation import obliquity_degrees
 from semiseg.prompts import merge_task_probabilities
 from semiseg.transforms import (Preprocessing, oriented_shape, preprocess_image, restore_to_grid,
                                 to_input_orientation)
@@ -147,15 +149,21 @@ def predict_volume(net: nn.Module, manifest: dict, volume: Volume, device: torch
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     prep = Preprocessing.from_dict(manifest["preprocessing"])
-    image = preprocess_image(volume, prep)
+    # A model of canonical orientation gets an oblique scan resampled axis-aligned (and its labels back).
+    realign = prep.orientation == "canonical" and obliquity_degrees(volume.direction) > OBLIQUE_DEGREES
+    work = axis_aligned(volume) if realign else volume
+    image = preprocess_image(work, prep)
     net = net.to(device).eval()
     labels = predict_classes(net, manifest, image, device, chosen, overlap, sw_batch_size, blend,
-                             out_shape=oriented_shape(volume, prep), use_amp=use_amp, progress=progress)
-    labels = np.ascontiguousarray(to_input_orientation(labels, volume, prep))
+                             out_shape=oriented_shape(work, prep), use_amp=use_amp, progress=progress)
+    labels = np.ascontiguousarray(to_input_orientation(labels, work, prep))
+    if realign:
+        labels = labels_onto(work.with_array(labels), volume)
     if lcc:
         labels = keep_largest_component(labels)
     stats = {"seconds": time.perf_counter() - start, "device": str(device),
-             "warnings": profile_warnings(manifest.get("input_profile"), volume.spacing, volume.direction, image)}
+             "warnings": profile_warnings(manifest.get("input_profile"), volume.spacing, volume.direction, image,
+                                          realigned=realign)}
     if device.type == "cuda":
         stats["peak_gpu_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
     return volume.with_array(labels), stats

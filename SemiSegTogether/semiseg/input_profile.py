@@ -13,12 +13,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from semiseg.oblique import OBLIQUE_DEGREES
 from semiseg.orientation import canonical_spacing, obliquity_degrees
 
 QUANTILES = (1, 5, 25, 50, 75, 95, 99)
 SPACING_FACTOR = 1.5  # a spacing this many times beyond the training range is "far"
 INTENSITY_DISTANCE = 0.5  # largest quantile shift, in units of the training 5-95 % range
-OBLIQUE_DEGREES = 10.0
 
 
 def intensity_quantiles(preprocessed: np.ndarray) -> list[float]:
@@ -43,13 +43,18 @@ def training_spacing(geometries: Sequence[tuple[Sequence[float], Sequence[float]
 
 
 def profile_warnings(profile: dict | None, spacing: Sequence[float], direction: Sequence[float],
-                     preprocessed: np.ndarray) -> list[str]:
-    """Plain-language warnings for a scan (its spacing and direction, and its preprocessed image)."""
+                     preprocessed: np.ndarray, realigned: bool = False) -> list[str]:
+    """Plain-language warnings for a scan (its spacing and direction, and its preprocessed image);
+    `realigned`: the oblique scan was resampled axis-aligned for the network."""
     warnings = []
     angle = obliquity_degrees(direction)
-    if angle > OBLIQUE_DEGREES and angle > (profile or {}).get("obliquity_max_degrees", 0) + OBLIQUE_DEGREES:
-        warnings.append(f"the scan is stored oblique ({angle:.0f}° from the nearest axes); the network sees it "
-                        f"turned by that much — resample it to an axis-aligned grid for a reliable result")
+    if realigned:
+        warnings.append(f"the scan is stored oblique ({angle:.0f}° from the nearest axes); it was resampled onto an "
+                        f"axis-aligned grid for the network and the labels back onto the scan's grid (boundaries "
+                        f"may move by up to a voxel)")
+    elif angle > OBLIQUE_DEGREES and angle > (profile or {}).get("obliquity_max_degrees", 0) + OBLIQUE_DEGREES:
+        warnings.append(f"the scan is stored oblique ({angle:.0f}° from the nearest axes); this model (native "
+                        f"orientation) sees it turned by that much — resample it axis-aligned for a reliable result")
     if not profile:
         return warnings
     scan = np.array(canonical_spacing(spacing, direction))
