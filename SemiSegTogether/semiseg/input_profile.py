@@ -21,8 +21,16 @@ SPACING_FACTOR = 1.5  # a spacing this many times beyond the training range is "
 INTENSITY_DISTANCE = 0.5  # largest quantile shift, in units of the training 5-95 % range
 
 
-def intensity_quantiles(preprocessed: np.ndarray) -> list[float]:
-    return [float(v) for v in np.percentile(preprocessed, QUANTILES)]
+SAMPLE_VOXELS = 1_000_000  # quantiles from at most about this many voxels (a fixed stride: deterministic)
+
+
+def intensity_quantiles(preprocessed) -> list[float]:
+    """Quantiles of a preprocessed image, a numpy array or a torch tensor (on any device)."""
+    flat = preprocessed.reshape(-1)
+    flat = flat[:: max(1, flat.shape[0] // SAMPLE_VOXELS)]
+    if not isinstance(flat, np.ndarray):
+        flat = flat.float().cpu().numpy()
+    return [float(v) for v in np.percentile(flat, QUANTILES)]
 
 
 def training_profile(geometries: Sequence[tuple[Sequence[float], Sequence[float]]],
