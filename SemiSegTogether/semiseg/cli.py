@@ -238,7 +238,12 @@ def cmd_predict(args) -> int:
             for warning in stats.pop("warnings", []):
                 events.emit("warning", message=warning)
                 print(f"semiseg predict: warning: {args.input}: {warning}", file=sys.stderr)
-            write_volume(label, out, overwrite=args.overwrite)
+            if out.name.lower().endswith(".seg.nrrd"):  # segments with the model's names, colours, terminology
+                from semiseg.segfile import write_segmentation
+                write_segmentation(label, [lab for lab in manifest["labels"] if not prompts or lab["name"] in prompts],
+                                   out, overwrite=args.overwrite)
+            else:
+                write_volume(label, out, overwrite=args.overwrite)
             written = [str(out)]
             if args.surface:
                 from semiseg.surface import write_surfaces
@@ -403,7 +408,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="segment an image with a model package")
     p.add_argument("--model", required=True, help="NAME.semiseg model package")
     p.add_argument("--input", required=True, help="image file (NIfTI, NRRD, MHA) or DICOM series folder")
-    p.add_argument("--output", required=True, help="label map to write (on exactly the input's grid)")
+    p.add_argument("--output", required=True, help="label map to write (on exactly the input's grid); a "
+                   "NAME.seg.nrrd also keeps each structure's name, colour and terminology, as Slicer saves it")
     p.add_argument("--prompts", help="comma-separated structure names to segment (default: all the model knows)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     p.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap (default 0.5)")
