@@ -103,6 +103,9 @@ def run_predict(args, started: float) -> int:
                                               fast=fast, preprocess_on_device=not args.cpu_preprocessing,
                                               progress=progress)
                 window_seconds += stats["seconds"]
+                for warning in stats.pop("warnings", []):
+                    events.emit("warning", message=warning, case=case.id)
+                    tqdm.write(f"semiseg predict: warning: {case.inputs[0]}: {warning}", file=sys.stderr)
                 if case.output.name.lower().endswith(".seg.nrrd"):  # segments with the model's names, colours
                     from semiseg.segfile import write_segmentation
                     chosen = [lab for lab in manifest["labels"] if not prompts or lab["name"] in prompts]
