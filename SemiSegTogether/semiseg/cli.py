@@ -1,4 +1,5 @@
-"""`semiseg` command line: demo | check | convert | train | predict | evaluate | methods | bench."""
+"""`semiseg` command line: demo | check | convert | train | predict | suggest | add-labeled | evaluate | methods |
+bench."""
 
 from __future__ import annotations
 
@@ -225,6 +226,39 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def cmd_suggest(args) -> int:
+    from semiseg.atomic import atomic_path
+    from semiseg.events import EventWriter
+    from semiseg.suggest import format_suggestions, suggest
+    if args.out and Path(args.out).exists() and not args.overwrite:
+        raise SemiSegError(f"{args.out}: already exists (choose another --out or pass --overwrite)")
+    with EventWriter(args.events) as events:
+        try:
+            events.emit("start", model=str(args.model), data=str(args.data))
+
+            def progress(done: int, total: int, case: str) -> None:
+                events.emit("progress", fraction=round(done / max(total, 1), 4), case=case)
+
+            rows = suggest(Path(args.model), Path(args.data), n=args.n, device=args.device, progress=progress)
+            ranking = {"model": str(args.model), "data": str(args.data), "suggestions": [r.to_dict() for r in rows]}
+            if args.out:
+                with atomic_path(Path(args.out), ".json") as tmp:
+                    tmp.write_text(json.dumps(ranking, indent=2) + "\n", encoding="utf-8")
+            events.emit("done", out=args.out, suggestions=ranking["suggestions"])
+        except Exception as exc:
+            events.emit("error", message=f"{exc}")
+            raise
+    print(json.dumps(ranking, indent=2) if args.json else format_suggestions(rows))
+    return 0
+
+
+def cmd_add_labeled(args) -> int:
+    from semiseg.pool import add_labeled
+    case = add_labeled(Path(args.data), args.case, Path(args.label), overwrite=args.overwrite)
+    print(f"{case.id} is labeled now ({case.label}); it is listed first, so the validation cases stay the same")
+    return 0
+
+
 def cmd_evaluate(args) -> int:
     from semiseg.evaluate import evaluate_folder, format_summary
     from semiseg.events import _clean
@@ -345,6 +379,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--events", help="JSON-lines progress events to FILE, or - for stdout")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("suggest", help="rank the unlabeled cases by how much annotating each would help")
+    p.add_argument("--model", required=True, help="NAME.semiseg model package (the current model)")
+    p.add_argument("--data", required=True, help="dataset folder or dataset.json; its unlabeled cases are ranked")
+    p.add_argument("-n", type=int, help="how many cases to list (default: the whole pool, ranked)")
+    p.add_argument("--json", action="store_true", help="print the ranking as JSON")
+    p.add_argument("--out", help="also write the ranking as JSON to this file")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
+    p.add_argument("--events", help="JSON-lines progress events to FILE, or - for stdout")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p.set_defaults(func=cmd_suggest)
+
+    p = sub.add_parser("add-labeled", help="move a corrected unlabeled case into the labeled set")
+    p.add_argument("--data", required=True, help="dataset folder (its dataset.json is updated or written)")
+    p.add_argument("--case", required=True, help="id of the unlabeled case (as `semiseg suggest` lists it)")
+    p.add_argument("--label", required=True, help="its corrected label map, on the image's grid")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing labelsTr/ file of that name")
+    p.set_defaults(func=cmd_add_labeled)
 
     p = sub.add_parser("evaluate", help="Dice, Jaccard, HD95, ASD (mm and voxels) of predictions against labels")
     p.add_argument("--pred", required=True, help="folder of predicted label maps named like the images")

@@ -368,6 +368,16 @@ class AggregatingDecoupling(Method):
             out.update({f"class_weight_{c}": weights[c].detach() for c in range(n)})
         return out
 
+    parent_init = ("image stem, shared encoder and D_θ from the package; D_ψ and D_ξ copies of D_θ (D_ξ's timestep "
+                   "fusions fresh); the diffusion stem's image channel from the image stem (x_t channels fresh)")
+
+    def spread_parent_weights(self) -> None:
+        from semiseg.finetune import copy_matching
+        net = self.net
+        net.decoder_psi.load_state_dict(net.decoder_theta.state_dict())
+        copy_matching(net.decoder_xi, net.decoder_theta)
+        copy_matching(net.denoise_model.embedding_diffusion.emb, net.embedding.emb)
+
     def inference_network(self) -> nn.Module:
         net = self.__dict__.get("_inference")
         if net is None:

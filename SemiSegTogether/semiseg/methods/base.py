@@ -93,6 +93,22 @@ class Method(nn.Module):
     def inference_network(self) -> nn.Module:
         return self.net
 
+    # Fine-tuning (`train --init`): what a parent package's weights initialise, in words for the model card.
+    parent_init = "the network"
+
+    def load_parent(self, parent) -> int:
+        """Loads a parent package (`semiseg.finetune.Parent`) into the inference network, output channels
+        remapped by structure name, then `spread_parent_weights`. Returns how many tensors were loaded."""
+        from semiseg.finetune import check_architecture, load_remapped
+        target = self.inference_network()
+        check_architecture(target, parent.manifest, parent.where)
+        n = load_remapped(target, parent.state, parent.classes, parent.where)
+        self.spread_parent_weights()
+        return n
+
+    def spread_parent_weights(self) -> None:
+        """After `load_parent`: start the parts a package does not hold (a teacher, training-only decoders)."""
+
     @property
     def uses_unlabeled(self) -> bool:
         return True

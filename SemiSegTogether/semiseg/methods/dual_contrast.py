@@ -288,3 +288,5 @@ class DualContrast(Method):
 
     def inference_network(self):
         return self.net
+
+    parent_init = "both subnetworks (V-Net and ResNet), each from its own weights in the package"

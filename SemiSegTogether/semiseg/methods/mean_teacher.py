@@ -65,3 +65,10 @@ class MeanTeacher(Method):
 
     def inference_network(self):
         return self.teacher if self.opts["inference"] == "teacher" else self.net
+
+    parent_init = "student and teacher (the teacher a copy of the student)"
+
+    def spread_parent_weights(self) -> None:
+        loaded = self.inference_network()
+        other = self.net if loaded is self.teacher else self.teacher
+        other.load_state_dict(loaded.state_dict())

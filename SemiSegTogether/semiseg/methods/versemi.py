@@ -121,6 +121,16 @@ class VerSemi(Method):
         self.register_buffer("prompt_channels", torch.tensor(self.net.task_channels), persistent=False)
         self.stage2_start = int(round(float(o["stage1_fraction"]) * context.total_iterations))
 
+    parent_init = ("V-Net body from the package; the dynamic head's controller remapped: a known task keeps its "
+                   "prompt, a new task starts from the mean of the known ones, a new output channel from the "
+                   "background's")
+
+    def load_parent(self, parent) -> int:
+        from semiseg.finetune import check_architecture
+        from semiseg.methods.versemi_init import load_versemi_parent
+        check_architecture(self.net, parent.manifest, parent.where)
+        return load_versemi_parent(self.net, self.task_classes, parent)
+
     @property
     def uses_unlabeled(self) -> bool:
         return float(self.opts["stage1_fraction"]) < 1.0
