@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from semiseg.datasets import load_dataset
+from semiseg.methods import MethodContext
 from semiseg.prepare import LabelSpace, prepare_case, split_validation
 from semiseg.training.config import TrainConfig
 from semiseg.transforms import Preprocessing
@@ -34,6 +35,15 @@ class TrainingData:
     def class_fractions(self) -> list[float]:
         counts = sum(np.bincount(k.label.ravel(), minlength=self.space.n_classes) for k in self.train_cases)
         return [float(v) for v in counts / max(1, counts.sum())]
+
+
+def method_context(space: LabelSpace, iterations: int, domains: dict[str, list[str]], class_fractions: list[float],
+                   options: dict) -> MethodContext:
+    """What a method is built from: the label space, the run's length, the data's setting, its options."""
+    return MethodContext(in_channels=1, n_classes=space.n_classes, total_iterations=iterations,
+                         n_tasks=max(1, len(space.tasks)), n_domains=max(1, len(space.domains)),
+                         task_classes=space.task_classes or [list(range(1, space.n_classes))],
+                         domains=domains, class_fractions=class_fractions, options=dict(options))
 
 
 def auto_patch(shapes: list[tuple[int, ...]], cap: int = 128) -> list[int]:
