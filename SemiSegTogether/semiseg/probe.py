@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from semiseg.devices import amp_enabled
+from semiseg.fastpaths import FastPaths
 from semiseg.infer import sliding_window_probabilities
 from semiseg.methods import MethodContext, build_method
 from semiseg.sampling import PatchStream, PreparedCase
@@ -50,10 +50,10 @@ def probe(method: str, context: MethodContext, patch: list[int], batch_labeled: 
 
 
 def _probe(method_name, context, patch, batch_labeled, batch_unlabeled, device, settings, steps) -> StepTiming:
-    amp = amp_enabled(device, settings.amp)
+    fast = settings.fast if settings.amp else replace(settings.fast, precision="fp32")
     baseline = _memory_now(device)
     method = build_method(method_name, context).to(device)
-    optimisation = Optimisation(settings, method, device, amp)
+    optimisation = Optimisation(settings, method, device, fast)
     cases = _random_cases(patch, context, 2, seed=1)
     labeled = PatchStream(cases, patch, batch_labeled, seed=0, fg_ratio=settings.fg_ratio,
                           augment=settings.augment, with_labels=True)
@@ -64,11 +64,11 @@ def _probe(method_name, context, patch, batch_labeled, batch_unlabeled, device, 
     times = []
     for it in range(steps + 1):
         start = time.perf_counter()
-        optimiser_step(method, optimisation, labeled, unlabeled, device, amp, it)
+        optimiser_step(method, optimisation, labeled, unlabeled, device, fast, it)
         _sync(device)
         times.append(time.perf_counter() - start)
     peak = _peak_since(device, baseline)
-    window = _window_seconds(method.inference_network().eval(), patch, device, settings.amp)
+    window = _window_seconds(method.inference_network().eval(), patch, device, fast)
     parameters = sum(p.numel() for p in method.trainable().parameters() if p.requires_grad)
     steady = float(np.mean(times[1:])) if len(times) > 1 else times[0]  # steps=0: the first step only
     return StepTiming(first_seconds=times[0], step_seconds=steady, window_seconds=window,
@@ -82,15 +82,16 @@ def forward_seconds(method: str, context: MethodContext, patch: list[int], devic
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(0)
         net = build_method(method, context).to(device).inference_network().eval()
-        return _window_seconds(net, patch, device, settings.amp)
+        fast = settings.fast if settings.amp else replace(settings.fast, precision="fp32")
+        return _window_seconds(net, patch, device, fast)
 
 
-def _window_seconds(net, patch, device: torch.device, amp: bool) -> float:
+def _window_seconds(net, patch, device: torch.device, fast: FastPaths) -> float:
     image = torch.randn(1, 1, *patch, device=device)
     times = []
     for _ in range(2):
         start = time.perf_counter()
-        sliding_window_probabilities(net, image, patch, overlap=0.0, use_amp=amp,
+        sliding_window_probabilities(net, image, patch, overlap=0.0, fast=fast,
                                      task=0 if getattr(net, "prompted", False) else None)
         _sync(device)
         times.append(time.perf_counter() - start)

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from semiseg.fastpaths import FastPaths
 from semiseg.infer import sliding_window_probabilities
 from semiseg.methods import MethodContext, build_method
 from semiseg.probe import _random_cases
@@ -54,7 +55,7 @@ def profile_method(name: str, patch: list[int], width: int, batch_labeled: int =
     device = torch.device("cpu")
     method = build_method(name, context)
     cfg = TrainConfig(data="", out="", method=name, device="cpu")
-    optimisation = Optimisation(cfg, method, device, amp=False)
+    optimisation = Optimisation(cfg, method, device, FastPaths(precision="fp32"))
     augment = build_augmentation("standard")
     rng = np.random.default_rng(0)
     labeled = PatchStream(_random_cases(patch, context, 2, 1), patch, batch_labeled, augment="none")
@@ -118,7 +119,7 @@ def profile_method(name: str, patch: list[int], width: int, batch_labeled: int =
         net = method.inference_network().eval()
         image = torch.randn(1, 1, *val_shape)
         start = time.perf_counter()
-        sliding_window_probabilities(net, image, patch, overlap=0.25, use_amp=False)
+        sliding_window_probabilities(net, image, patch, overlap=0.25, fast=FastPaths(precision="fp32"))
         out["validation_seconds_per_case"] = time.perf_counter() - start
     return out
 

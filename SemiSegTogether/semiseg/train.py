@@ -16,13 +16,14 @@ from __future__ import annotations
 import random
 import signal
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from semiseg import distributed
-from semiseg.devices import amp_enabled, resolve_device
+from semiseg.devices import resolve_device
 from semiseg.errors import ConfigError
 from semiseg.events import EventWriter
 from semiseg.methods import build_method
@@ -80,7 +81,8 @@ class _Trainer:
         self.device = distributed.setup(resolve_device(cfg.device), cfg.dist_timeout)
         self.rank, self.world_size = distributed.rank(), distributed.world_size()
         self.is_main = self.rank == 0
-        self.amp = amp_enabled(self.device, cfg.amp)
+        self.fast = cfg.fast if cfg.amp else replace(cfg.fast, precision="fp32")
+        self.amp = self.fast.amp_dtype(self.device) is not None
         self.workdir = cfg.workdir_path()
         self.checkpoints = Checkpoints(self.workdir, self.rank, self.world_size, events)
         if not cfg.resume and self.checkpoints.last.exists():
@@ -104,11 +106,13 @@ class _Trainer:
         context = method_context(data.space, c.iterations, data.split_domains(), data.class_fractions(),
                                  c.method_options)
         self.method = build_method(c.method, context).to(self.device)
+        # channels_last for every network of the method (EMA teachers too); compiled: the trainable one.
+        self.fast.prepare_network(self.method, self.device, compiled=self.method.trainable())
         if self.method.uses_unlabeled and not data.unlabeled_cases:
             raise ConfigError(f"method {c.method!r} learns from unlabeled images, but {c.data} lists none "
                               f"(add an 'unlabeled' list or imagesUn/, or use --method supervised)")
         self.ddp = wrap_distributed(self.method, self.device, self.world_size, c.sync_bn, c.method)
-        self.optimisation = Optimisation(c, self.method, self.device, self.amp)
+        self.optimisation = Optimisation(c, self.method, self.device, self.fast)
         self.labeled_stream = PatchStream(data.train_cases, data.patch, c.batch_labeled, seed=c.seed,
                                           rank=self.rank, fg_ratio=c.fg_ratio, augment=c.augment, with_labels=True,
                                           task_balanced=bool(self.method.opts.get("task_balanced", False)))
@@ -119,7 +123,7 @@ class _Trainer:
                                                 augment=c.augment, with_labels=False)
         self.card = ModelCard(data, c.label_info)
         self.validator = Validator(self.method, data.val_cases, data.space, self.device, self.card.manifest_for,
-                                   self.workdir / "best.pt", self.events, c.val_overlap, c.amp)
+                                   self.workdir / "best.pt", self.events, c.val_overlap, self.fast)
         self.resumable = Resumable(c.method, self.method, self.optimisation, self.labeled_stream,
                                    self.unlabeled_stream, self.validator)
 
@@ -135,7 +139,8 @@ class _Trainer:
                          eta_seconds=eta, budget_seconds=(c.plan or {}).get("budget_seconds"),
                          device=str(self.device), patch=data.patch, labeled=len(data.train_cases),
                          validation=len(data.val_cases), unlabeled=len(data.unlabeled_cases),
-                         amp=self.amp, resumed=bool(c.resume), world_size=self.world_size,
+                         amp=self.amp, fast_paths=self.fast.describe(self.device), resumed=bool(c.resume),
+                         world_size=self.world_size,
                          global_batch_labeled=c.batch_labeled * self.world_size,
                          global_batch_unlabeled=c.batch_unlabeled * self.world_size)
         ckpt_every = c.checkpoint_every or c.val_every
@@ -193,7 +198,7 @@ class _Trainer:
 
     def _step(self, it: int) -> dict[str, float]:
         return optimiser_step(self.method, self.optimisation, self.labeled_stream, self.unlabeled_stream,
-                              self.device, self.amp, it, self.ddp)
+                              self.device, self.fast, it, self.ddp)
 
     def _finish(self, seconds: float, last_dice: float | None) -> TrainResult:
         c, data, best = self.cfg, self.data, self.validator.best
@@ -210,7 +215,8 @@ class _Trainer:
             "training": {"iterations": c.iterations, "seconds": round(seconds, 1), "device": str(self.device),
                          "peak_memory_mb": round(peak, 1), "seed": c.seed, "batch_labeled": c.batch_labeled,
                          "batch_unlabeled": c.batch_unlabeled, "optimizer": self.optimisation.opt_name,
-                         "schedule": self.optimisation.schedule, "amp": self.amp, "world_size": self.world_size},
+                         "schedule": self.optimisation.schedule, "amp": self.amp, "world_size": self.world_size,
+                         "fast_paths": self.fast.describe(self.device)},
         }
         if c.plan is not None:
             card["plan"] = c.plan

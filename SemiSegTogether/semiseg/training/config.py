@@ -8,6 +8,7 @@ from typing import Any
 
 from semiseg import distributed
 from semiseg.errors import ConfigError, SemiSegError
+from semiseg.fastpaths import FastPaths
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("poly", "constant", "step")
@@ -31,7 +32,8 @@ class TrainConfig:
     schedule: str | None = None
     seed: int = 0
     device: str = "auto"
-    amp: bool = True
+    amp: bool = True  # False: fp32 whatever fast.precision says (--no-amp)
+    fast: FastPaths = field(default_factory=FastPaths)  # CUDA fast paths: precision, channels_last, compile
     val_every: int = 200
     val_cases: int | None = None
     val_overlap: float = 0.25

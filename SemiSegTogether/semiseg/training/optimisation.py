@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import torch
 
+from semiseg.fastpaths import FastPaths
 from semiseg.training.config import TrainConfig
 
 
 class Optimisation:
-    """`optimizer`, `scheduler` (stepped once per iteration) and `scaler` (enabled with AMP, i.e. on CUDA)."""
+    """`optimizer`, `scheduler` (stepped once per iteration) and `scaler` (enabled for fp16 autocast only)."""
 
-    def __init__(self, cfg: TrainConfig, method, device: torch.device, amp: bool):
+    def __init__(self, cfg: TrainConfig, method, device: torch.device, fast: FastPaths):
         pref = dict(method.preferred_optimizer)
         self.opt_name = cfg.optimizer or pref.get("optimizer", "sgd")
         lr = cfg.lr if cfg.lr is not None else pref.get("lr", 1e-2 if self.opt_name == "sgd" else 1e-3)
@@ -25,7 +26,7 @@ class Optimisation:
         self.schedule = cfg.schedule or pref.get("schedule", "poly")
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, _lr_factor(self.schedule, cfg.iterations, pref.get("milestones", (0.4, 0.8))))
-        self.scaler = torch.amp.GradScaler(device.type, enabled=amp)
+        self.scaler = fast.grad_scaler(device)  # loss scaling for fp16 only
 
     def step(self, total: torch.Tensor) -> None:
         """Backward through `total` (scaled under AMP), one optimiser step, one schedule step."""

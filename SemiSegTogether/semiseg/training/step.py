@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-from contextlib import nullcontext
-
 import torch
 
 from semiseg import distributed
+from semiseg.fastpaths import FastPaths
 from semiseg.training.optimisation import Optimisation
 
 
 def optimiser_step(method, optimisation: Optimisation, labeled_stream, unlabeled_stream, device: torch.device,
-                   amp: bool, it: int, ddp=None) -> dict[str, float]:
-    """Draw the batches, run the method's training step, step the optimiser; returns the losses as floats."""
+                   fast: FastPaths, it: int, ddp=None) -> dict[str, float]:
+    """Draw the batches, run the method's training step (autocast as `fast` says), step the optimiser; returns
+    the losses as floats."""
     method.train()
-    labeled = to_device(next(labeled_stream), device)
-    unlabeled = to_device(next(unlabeled_stream), device) if unlabeled_stream else None
+    labeled = to_device(next(labeled_stream), device, fast)
+    unlabeled = to_device(next(unlabeled_stream), device, fast) if unlabeled_stream else None
     method.before_optimizer_step(it)
-    autocast = torch.autocast(device.type) if amp else nullcontext()
-    with autocast:
+    with fast.autocast(device):
         losses = method.training_step(labeled, unlabeled, it)
     total = losses["total"]
     if not torch.isfinite(total):
@@ -32,5 +31,8 @@ def optimiser_step(method, optimisation: Optimisation, labeled_stream, unlabeled
     return {k: float(v.detach().float()) for k, v in losses.items()}
 
 
-def to_device(batch: dict, device: torch.device) -> dict:
-    return {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+def to_device(batch: dict, device: torch.device, fast: FastPaths | None = None) -> dict:
+    """The batch's tensors on `device`; 5D images in the network's memory format."""
+    prepare = fast.prepare_input if fast is not None else (lambda x: x)
+    return {k: (prepare(v.to(device, non_blocking=True)) if isinstance(v, torch.Tensor) else v)
+            for k, v in batch.items()}

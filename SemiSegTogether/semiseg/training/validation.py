@@ -12,6 +12,7 @@ import torch
 
 from semiseg.atomic import atomic_path
 from semiseg.events import EventWriter
+from semiseg.fastpaths import FastPaths
 from semiseg.infer import predict_classes
 
 
@@ -23,10 +24,10 @@ class Validator:
     """
 
     def __init__(self, method, cases: list, space, device: torch.device, manifest_for: Callable,
-                 best_ckpt: Path, events: EventWriter, overlap: float, use_amp: bool):
+                 best_ckpt: Path, events: EventWriter, overlap: float, fast: FastPaths):
         self.method, self.cases, self.space, self.device = method, cases, space, device
         self.manifest_for, self.best_ckpt, self.events = manifest_for, best_ckpt, events
-        self.overlap, self.use_amp = overlap, use_amp
+        self.overlap, self.fast = overlap, fast
         self.best: dict = {"dice": None, "iteration": None}
         self.history: list[dict] = []
         self.inference_cost: dict | None = None  # measured at validation, for the model card
@@ -46,7 +47,7 @@ class Validator:
                 # The case is annotated for its task only: score (and, prompted, predict) those structures.
                 chosen = [lab for lab in chosen if lab["task"] == self.space.task_names[case.task]]
             pred = predict_classes(net, manifest, case.image[0], self.device, chosen, overlap=self.overlap,
-                                   use_amp=self.use_amp)
+                                   fast=self.fast)
             for lab in chosen:
                 per_label[lab["name"]].append(dice(pred == lab["value"], case.label == lab["value"]))
         # The model card's measured inference cost: sliding window over a validation case.
