@@ -127,6 +127,10 @@ class _Trainer:
         self.resumable = Resumable(c.method, self.method, self.optimisation, self.labeled_stream,
                                    self.unlabeled_stream, self.validator)
 
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        return self.optimisation.optimizer
+
     # ---- loop ---------------------------------------------------------------------------------------
     def run(self) -> TrainResult:
         c, data = self.cfg, self.data
