@@ -34,6 +34,9 @@ from semiseg.training.config import OPTIMIZERS, SCHEDULES, Cancelled, TrainConfi
 from semiseg.training.data import TrainingData, auto_patch, method_context
 from semiseg.training.distribution import wrap_distributed
 from semiseg.training.optimisation import Optimisation
+from semiseg.prepare import split_validation
+from semiseg.training.curves import LossCurve, write_curves
+from semiseg.training.inference_cost import measure_prediction
 from semiseg.training.package import ModelCard, export_models, peak_memory_mb
 from semiseg.training.progress import Progress
 from semiseg.training.step import optimiser_step
@@ -104,7 +107,7 @@ class _Trainer:
     def _build(self) -> None:
         c, data = self.cfg, self.data
         context = method_context(data.space, c.iterations, data.split_domains(), data.class_fractions(),
-                                 c.method_options)
+                                 c.method_options, in_channels=len(data.dataset.channels))
         self.method = build_method(c.method, context).to(self.device)
         # channels_last for every network of the method (EMA teachers too); compiled: the trainable one.
         self.fast.prepare_network(self.method, self.device, compiled=self.method.trainable())
@@ -159,6 +162,7 @@ class _Trainer:
                             planned_eta=eta)
         last_dice = None
         self.step_seconds = 0.0
+        self.loss_curve = LossCurve()
         try:
             for it in range(start_it, c.iterations):
                 step_start = time.perf_counter()
@@ -166,6 +170,7 @@ class _Trainer:
                 seconds = time.perf_counter() - step_start
                 self.step_seconds += seconds
                 done = it + 1
+                self.loss_curve.record(done, losses)
                 validating = bool(data.val_cases) and (done % c.val_every == 0 or done == c.iterations)
                 progress.stepped(done, seconds, losses, self.optimisation.lr, validating)
                 after_step = time.perf_counter()
@@ -211,7 +216,7 @@ class _Trainer:
         card = {
             "name": c.name or Path(c.out).name.removesuffix(".semiseg"),
             "description": c.description or f"{c.method} trained on {data.dataset.name}",
-            "modality": data.dataset.modality,
+            "modality": c.modality or data.dataset.modality or None,
             **self.card.manifest_for(net),
             "method": {"name": c.method, "options": self.method.opts},
             "data": {"dataset": data.dataset.name, "labeled": len(data.train_cases),
@@ -225,8 +230,11 @@ class _Trainer:
         if c.plan is not None:
             card["plan"] = c.plan
         if self.validator.inference_cost:
-            card["inference"] = self.validator.inference_cost
+            first_val = split_validation(data.dataset.training, c.val_cases)[1][0]
+            card["inference"] = {**self.validator.inference_cost, **measure_prediction(
+                net, card, first_val, self.device, self.fast)}
         last_model = export_models(c, card, net, self.validator.best_ckpt, last_dice, bool(data.val_cases))
+        write_curves(c.out, self.loss_curve, self.validator.history, title=f"{card['name']}: {c.method}")
         self.events.emit("done", model=str(c.out), seconds=seconds, best_dice=best["dice"],
                          best_iteration=best["iteration"], last_dice=last_dice)
         return TrainResult(Path(c.out), last_model if data.val_cases else None, c.iterations, seconds,

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from semiseg import distributed
-from semiseg.errors import ConfigError, SemiSegError
 from semiseg.fastpaths import FastPaths
+from semiseg.errors import ConfigError, Interrupted
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("poly", "constant", "step")
@@ -40,6 +40,7 @@ class TrainConfig:
     checkpoint_every: int | None = None  # default: val_every
     fg_ratio: float = 0.33
     augment: str = "standard"
+    modality: str | None = None  # for the model card when the dataset does not say (e.g. "MR", "CT")
     workdir: str | None = None
     resume: bool = False
     events: str | None = None
@@ -74,8 +75,8 @@ class TrainResult:
     step_seconds: float = 0.0  # time in optimiser steps alone (no validation, no checkpoints)
 
 
-class Cancelled(SemiSegError):
-    pass
+class Cancelled(Interrupted):
+    """Ctrl-C or SIGTERM stopped the run after the current iteration's checkpoint (the CLI exits 130)."""
 
 
 def validate_config(c: TrainConfig) -> None:

@@ -38,9 +38,9 @@ class TrainingData:
 
 
 def method_context(space: LabelSpace, iterations: int, domains: dict[str, list[str]], class_fractions: list[float],
-                   options: dict) -> MethodContext:
+                   options: dict, in_channels: int = 1) -> MethodContext:
     """What a method is built from: the label space, the run's length, the data's setting, its options."""
-    return MethodContext(in_channels=1, n_classes=space.n_classes, total_iterations=iterations,
+    return MethodContext(in_channels=in_channels, n_classes=space.n_classes, total_iterations=iterations,
                          n_tasks=max(1, len(space.tasks)), n_domains=max(1, len(space.domains)),
                          task_classes=space.task_classes or [list(range(1, space.n_classes))],
                          domains=domains, class_fractions=class_fractions, options=dict(options))

@@ -23,11 +23,15 @@ class ModelCard:
     def manifest_for(self, net, class_space: bool = False) -> dict:
         """The model card. With class_space, label values are class indices (what validation compares)."""
         space = self.data.space
-        labels = [label_entry(n, (i + 1) if class_space else v, i, self.info.get(n), space.task_of(n))
+        prompted = bool(getattr(net, "prompted", False))
+        # Tasks are prompts: a model without them has none (validation still scores each case on its task).
+        with_tasks = prompted or class_space
+        labels = [label_entry(n, (i + 1) if class_space else v, i, self.info.get(n),
+                              space.task_of(n) if with_tasks else None)
                   for i, (n, v) in enumerate(zip(space.names, space.values))]
         tasks = [{"name": t, "index": i, "labels": [n for n in space.names if space.task_of(n) == t]}
-                 for i, t in enumerate(space.task_names)]
-        return {"labels": labels, "tasks": tasks, "prompted": bool(getattr(net, "prompted", False)),
+                 for i, t in enumerate(space.task_names)] if with_tasks else []
+        return {"labels": labels, "tasks": tasks, "prompted": prompted, "channels": list(self.data.dataset.channels),
                 "patch_size": [int(p) for p in self.data.patch], "preprocessing": self.data.prep.to_dict()}
 
 

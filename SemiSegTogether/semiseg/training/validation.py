@@ -14,6 +14,7 @@ from semiseg.atomic import atomic_path
 from semiseg.events import EventWriter
 from semiseg.fastpaths import FastPaths
 from semiseg.infer import predict_classes
+from semiseg.training.inference_cost import sliding_window_cost
 
 
 class Validator:
@@ -24,7 +25,7 @@ class Validator:
     """
 
     def __init__(self, method, cases: list, space, device: torch.device, manifest_for: Callable,
-                 best_ckpt: Path, events: EventWriter, overlap: float, fast: FastPaths):
+                 best_ckpt: Path, events: EventWriter, overlap: float, fast):
         self.method, self.cases, self.space, self.device = method, cases, space, device
         self.manifest_for, self.best_ckpt, self.events = manifest_for, best_ckpt, events
         self.overlap, self.fast = overlap, fast
@@ -46,15 +47,12 @@ class Validator:
             if self.space.tasks and case.task >= 0:
                 # The case is annotated for its task only: score (and, prompted, predict) those structures.
                 chosen = [lab for lab in chosen if lab["task"] == self.space.task_names[case.task]]
-            pred = predict_classes(net, manifest, case.image[0], self.device, chosen, overlap=self.overlap,
+            pred = predict_classes(net, manifest, case.image, self.device, chosen, overlap=self.overlap,
                                    fast=self.fast)
             for lab in chosen:
                 per_label[lab["name"]].append(dice(pred == lab["value"], case.label == lab["value"]))
-        # The model card's measured inference cost: sliding window over a validation case.
-        self.inference_cost = {"seconds_per_volume": (time.perf_counter() - start) / len(self.cases),
-                               "device": str(self.device), "measured_on": "validation cases, preprocessed grid"}
-        if self.device.type == "cuda":
-            self.inference_cost["peak_memory_mb"] = torch.cuda.max_memory_allocated(self.device) / 2**20
+        # The model card's measured sliding-window cost (its whole-prediction cost is measured at the end).
+        self.inference_cost = sliding_window_cost(time.perf_counter() - start, len(self.cases), self.device)
         scores = {n: float(np.mean(v)) for n, v in per_label.items() if v}
         mean = float(np.mean(list(scores.values()))) if scores else float("nan")
         self.history.append({"iteration": iteration, "dice": mean, "per_label": scores})
