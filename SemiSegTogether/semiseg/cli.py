@@ -318,13 +318,20 @@ def cmd_add_labeled(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
+    from semiseg.atomic import atomic_path
     from semiseg.evaluate import evaluate_folder, format_summary
     from semiseg.events import _clean
+    from semiseg.ownership import check_new_file
+    if args.out:  # before the work, not after it
+        check_new_file(args.out, args.overwrite, "--out")
+        if not Path(args.out).parent.is_dir():
+            raise SemiSegError(f"--out {args.out}: folder {Path(args.out).parent} does not exist")
     result = evaluate_folder(Path(args.pred), Path(args.data), split=args.split)
     print(format_summary(result))
     if args.out:
         # Undefined distances (one mask empty) are NaN: written as null, since strict JSON has no NaN.
-        Path(args.out).write_text(json.dumps(_clean(result), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+        with atomic_path(args.out, ".json") as tmp:
+            tmp.write_text(json.dumps(_clean(result), indent=2, allow_nan=False) + "\n", encoding="utf-8")
         print(f"wrote {args.out}")
     return 0
 
@@ -493,6 +500,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="dataset folder or dataset.json")
     p.add_argument("--split", default="test", choices=["test", "training"])
     p.add_argument("--out", help="write all metrics as JSON")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("bench", help="benchmark methods × seeds on one dataset; writes ./NAME/ (report, figures, "

@@ -10,8 +10,8 @@ Layout (nnU-Net v2 `documentation/dataset_format.md`)::
         imagesTs/CASE_0000.nii.gz ...                     optional, labelsTs/CASE.nii.gz optional
         imagesUn/CASE_0000.nii.gz ...                     SemiSeg's unlabeled pool: nnU-Net never reads it
 
-nnU-Net itself only lists `imagesTr/` and `labelsTr/` (nnunetv2/utilities/utils.py,
-`get_filenames_of_train_images_and_targets`), so `imagesUn/` can sit in the same folder without changing
+nnU-Net itself only lists `imagesTr/` and `labelsTr/` (github.com/MIC-DKFZ/nnUNet at 0e49508,
+nnunetv2/utilities/utils.py:57-70, `get_filenames_of_train_images_and_targets`; https://github.com/MIC-DKFZ/nnUNet/blob/0e495086eb108ff79afe106291e8c15bd2f2bc3a/nnunetv2/utilities/utils.py#L57-L70), so `imagesUn/` can sit in the same folder without changing
 what nnU-Net trains on.
 """
 

@@ -41,11 +41,14 @@ from semiseg.training.package import ModelCard, export_models, peak_memory_mb
 from semiseg.training.progress import Progress
 from semiseg.training.step import optimiser_step
 from semiseg.training.validation import Validator
+from semiseg.resume_settings import run_settings
+from semiseg.train_checks import check_train_request
 
 __all__ = ["OPTIMIZERS", "SCHEDULES", "Cancelled", "TrainConfig", "TrainResult", "auto_patch", "train"]
 
 
 def train(cfg: TrainConfig) -> TrainResult:
+    check_train_request(cfg)  # settings, outputs and the dataset by check's rules, before any work
     # Under torchrun only rank 0 writes events (and everything else the user sees).
     events = EventWriter(cfg.events if distributed.launch_rank() == 0 else None, append=cfg.resume)
     joined_here = not distributed.is_initialized()
@@ -128,7 +131,8 @@ class _Trainer:
         self.validator = Validator(self.method, data.val_cases, data.space, self.device, self.card.manifest_for,
                                    self.workdir / "best.pt", self.events, c.val_overlap, self.fast)
         self.resumable = Resumable(c.method, self.method, self.optimisation, self.labeled_stream,
-                                   self.unlabeled_stream, self.validator)
+                                   self.unlabeled_stream, self.validator,
+                                   settings=run_settings(c, data.patch, data.prep.to_dict()))
 
     @property
     def optimizer(self) -> torch.optim.Optimizer:
