@@ -8,6 +8,7 @@ import numpy as np
 
 from semiseg.datasets import load_dataset
 from semiseg.input_profile import training_profile
+from semiseg.methods import MethodContext
 from semiseg.prepare import LabelSpace, prepare_case, split_validation, training_preprocessing
 from semiseg.training.config import TrainConfig
 
@@ -35,6 +36,15 @@ class TrainingData:
     def class_fractions(self) -> list[float]:
         counts = sum(np.bincount(k.label.ravel(), minlength=self.space.n_classes) for k in self.train_cases)
         return [float(v) for v in counts / max(1, counts.sum())]
+
+
+def method_context(space: LabelSpace, iterations: int, domains: dict[str, list[str]], class_fractions: list[float],
+                   options: dict, in_channels: int = 1) -> MethodContext:
+    """What a method is built from: the label space, the run's length, the data's setting, its options."""
+    return MethodContext(in_channels=in_channels, n_classes=space.n_classes, total_iterations=iterations,
+                         n_tasks=max(1, len(space.tasks)), n_domains=max(1, len(space.domains)),
+                         task_classes=space.task_classes or [list(range(1, space.n_classes))],
+                         domains=domains, class_fractions=class_fractions, options=dict(options))
 
 
 def auto_patch(shapes: list[tuple[int, ...]], cap: int = 128) -> list[int]:
