@@ -201,7 +201,7 @@ class _Trainer:
             raise ConfigError(f"method {c.method!r} learns from unlabeled images, but {c.data} lists none "
                               f"(add an 'unlabeled' list or imagesUn/, or use --method supervised)")
         self.ddp = self._wrap_distributed()
-        pref = dict(self.method.preferred_optimizer)
+        pref = self.method.optimizer_settings()
         self.opt_name = c.optimizer or pref.get("optimizer", "sgd")
         lr = c.lr if c.lr is not None else pref.get("lr", 1e-2 if self.opt_name == "sgd" else 1e-3)
         wd = c.weight_decay if c.weight_decay is not None else pref.get("weight_decay", 1e-4)
