@@ -34,7 +34,7 @@ from semiseg.events import _clean
 from semiseg.figures import dice_boxplot, overlay_figure, validation_curves
 from semiseg.infer import predict_volume
 from semiseg.io import read_label, read_volume, write_volume
-from semiseg.methods import method_class
+from semiseg.methods import method_class, method_names
 from semiseg.model import load_model
 from semiseg.train import TrainConfig, train
 
@@ -156,9 +156,9 @@ def split_methods(text: str) -> list[str]:
 
 def twin_of(variant: str) -> str | None:
     """The supervised twin of a variant ('mean-teacher' → 'mean-teacher:unlabeled=false'), None for a variant
-    that learns from no unlabeled image (supervised, a twin, VerSemi with stage1_fraction=1)."""
+    that learns from no unlabeled image (supervised, a twin, VerSemi with stage1_fraction=1) or is a peer tool."""
     method, own = parse_variant(variant)
-    if own.get("unlabeled") is False or not method_class(method).learns_from(own):
+    if method not in method_names() or own.get("unlabeled") is False or not method_class(method).learns_from(own):
         return None
     return f"{variant},unlabeled=false" if own else f"{variant}:unlabeled=false"
 
