@@ -1,6 +1,8 @@
+import html
 import logging
 import os
 import shutil
+import tempfile
 import traceback
 from typing import Annotated, Callable, Optional
 
@@ -26,10 +28,10 @@ from SemiSegTogetherLib.events import InferenceProgress, JobState
 from SemiSegTogetherLib.manifest import ModelPackageError, segmentSpecs
 from SemiSegTogetherLib.memory import checkInferenceMemory, queryGpuMemoryMb, queryRamAvailableMb
 from SemiSegTogetherLib.process import EngineJob, startBackgroundProcess
+from SemiSegTogetherLib.sampledata import sampleDataSource
 
 SETTINGS_MODELS_DIR = "SemiSeg/modelsDir"
 SETTINGS_FORCE_CPU = "SemiSeg/forceCpu"
-MINIMUM_TORCH_VERSION = "2.2"
 POLL_INTERVAL_MS = 200
 
 
@@ -58,13 +60,24 @@ class SemiSegTogether(ScriptedLoadableModule):
         self.parent.dependencies = []
         self.parent.contributors = ["SemiSeg contributors"]
         self.parent.helpText = _("""
-Segment a volume with a SemiSeg model: pick the model and the structures (task prompts), press Segment.
-The model runs in a separate process; the result is a new segmentation node.
+Outline structures in a scan with a SemiSeg model: pick the scan, the model and the structures, press Segment.
+The result is a new segmentation with the model's names and colours. No model yet? Train one in SemiSeg Trainer
+from a few segmented cases, or import one. To try it, load SemiSegPhantom from the Sample Data module.
 See the <a href="https://github.com/semiseg/SlicerSemiSeg/blob/main/docs/user-guide-together.md">user guide</a>.
 """)
         self.parent.acknowledgementText = _("""
 SemiSeg builds on MONAI, PyTorch and SimpleITK. Model packages carry their own citation in their model card.
 """)
+        # Sample Data lists SemiSeg's phantom once Slicer has started (as Slicer's module template does).
+        slicer.app.connect("startupCompleted()", registerSampleData)
+
+
+def registerSampleData() -> None:
+    """Add SemiSegPhantom (a small synthetic scan and its segmentation) to the Sample Data module."""
+    import SampleData  # noqa: PLC0415  (a Slicer module: importable once Slicer has started)
+
+    resources = os.path.join(os.path.dirname(os.path.abspath(__file__)), "Resources")
+    SampleData.SampleDataLogic.registerCustomSampleDataSource(**sampleDataSource(resources))
 
 
 #
@@ -142,6 +155,7 @@ class SemiSegTogetherWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.refreshModelsButton.connect("clicked(bool)", self.onRefreshModels)
         self.ui.importModelButton.connect("clicked(bool)", self.onImportModel)
         self.ui.openModelsFolderButton.connect("clicked(bool)", self.onOpenModelsFolder)
+        self.ui.trainModelButton.connect("clicked(bool)", lambda: slicer.util.selectModule("SemiSegTrainer"))
         self.ui.promptsListWidget.connect("itemChanged(QListWidgetItem*)", self.onPromptItemChanged)
         self.ui.selectAllPromptsButton.connect("clicked(bool)", lambda: self.setAllPromptsChecked(True))
         self.ui.selectNoPromptsButton.connect("clicked(bool)", lambda: self.setAllPromptsChecked(False))
@@ -191,11 +205,13 @@ class SemiSegTogetherWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self._parameterNode.inputVolume = firstVolumeNode
         if str(qt.QSettings().value(SETTINGS_FORCE_CPU, "false")).lower() == "true":
             self._parameterNode.forceCpu = True  # device preference is remembered between sessions
+        self.selectFirstModelIfNone()
 
     def setParameterNode(self, inputParameterNode: Optional[SemiSegTogetherParameterNode]) -> None:
         """Set and observe parameter node; the GUI follows it."""
-        if self._parameterNode:
+        if self._parameterNode and self._parameterNodeGuiTag is not None:  # None: already let go in exit()
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
         self._parameterNode = inputParameterNode
         if self._parameterNode:
@@ -227,16 +243,22 @@ class SemiSegTogetherWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                     index = self.ui.modelComboBox.count - 1
                     self.ui.modelComboBox.setItemData(index, entry.error, qt.Qt.ToolTipRole)
             if not self._modelEntries:
-                self.ui.modelComboBox.addItem(_("No models in {folder}").format(folder=self.logic.modelsDir()), "")
+                self.ui.modelComboBox.addItem(_("No model yet"), "")
         finally:
             self._updatingGui = wasUpdating
-        if self._parameterNode:
-            if not current and self._modelEntries and self._modelEntries[0].ok:
-                with slicer.util.NodeModify(self._parameterNode.parameterNode):
-                    self._parameterNode.modelName = self._modelEntries[0].name
-                    self._parameterNode.prompts = list(self._modelEntries[0].card.structures)
-            else:
-                self.showModel(current, self._parameterNode.prompts)
+        if self._parameterNode and not self.selectFirstModelIfNone():
+            self.showModel(current, self._parameterNode.prompts)
+
+    def selectFirstModelIfNone(self) -> bool:
+        """No model chosen yet (first open, new scene): choose the first usable one with all its structures."""
+        pn = self._parameterNode
+        first = next((e for e in self._modelEntries if e.ok), None)
+        if pn is None or pn.modelName or first is None:
+            return False
+        with slicer.util.NodeModify(pn.parameterNode):
+            pn.modelName = first.name
+            pn.prompts = list(first.card.structures)
+        return True
 
     def _entryByName(self, name):
         for entry in self._modelEntries:
@@ -259,7 +281,7 @@ class SemiSegTogetherWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if index >= 0 and self.ui.modelComboBox.currentIndex != index:
                 self.ui.modelComboBox.setCurrentIndex(index)
             if entry is None:
-                self.ui.modelCardLabel.text = _("No model selected.")
+                self.ui.modelCardLabel.text = _("No model selected.") if self._modelEntries else self.noModelsText()
                 self.ui.promptsListWidget.clear()
                 return
             if not entry.ok:
@@ -283,6 +305,13 @@ class SemiSegTogetherWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 item.setCheckState(qt.Qt.Checked if item.text() in checked else qt.Qt.Unchecked)
         finally:
             self._updatingGui = wasUpdating
+
+    def noModelsText(self) -> str:
+        """What to do next when the models folder is empty."""
+        return _("<b>No model yet</b> in {folder}.<br>To make one from a few segmented cases, press <b>Train a "
+                 "model…</b> (SemiSeg Trainer). To use one someone shared, press <b>Import model…</b>.<br>To try "
+                 "SemiSeg first, load <b>SemiSegPhantom</b> in the Sample Data module.").format(
+            folder=html.escape(self.logic.modelsDir()))
 
     def onModelChanged(self, index: int) -> None:
         if self._updatingGui or self._parameterNode is None or index < 0:
@@ -534,43 +563,56 @@ class SemiSegTogetherLogic(ScriptedLoadableModuleLogic):
         return semisegDependencies.versionsReport(names)
 
     def setupPythonRequirements(self, askConfirmation: bool = True, upgrade: bool = False) -> None:
-        """Install torch (PyTorchUtils) and Resources/requirements.txt if missing. Raises InstallError."""
+        """Install what the engine needs into Slicer's Python; `upgrade` brings every package up to date.
+
+        torch comes from PyTorchUtils and only when there is none; pip never changes torch or numpy
+        (a constraints file holds them). Only package metadata is read: torch is not imported here.
+        Raises InstallError.
+        """
+        problem = semisegDependencies.torchProblem()
+        if problem == "missing":
+            self.installTorch(askConfirmation)
+        elif problem:
+            raise InstallError(_("{problem}: update it in the PyTorch Util module, then restart Slicer.").format(
+                problem=problem))
+        requirements = semisegDependencies.readRequirements(self.requirementsPath())
+        toInstall = requirements if upgrade else semisegDependencies.missingRequirements(requirements)
+        if not toInstall:
+            return
+        if askConfirmation and not slicer.app.testingEnabled() and not slicer.util.confirmOkCancelDisplay(
+                _("SemiSeg needs additional Python packages. Installation needs a network connection and may "
+                  "take several minutes. Click OK to proceed."),
+                _("Confirm Python package installation"),
+                detailedText=_("Python packages that will be installed: {packages}").format(
+                    packages=", ".join(r.line for r in toInstall))):
+            raise InstallError(_("Installation of the required Python packages was cancelled."))
+        self.log(_("Installing {packages}...").format(packages=", ".join(r.line for r in toInstall)))
+        folder = tempfile.mkdtemp(prefix="semiseg-pip-")
+        try:
+            constraints = os.path.join(folder, "constraints.txt")
+            with open(constraints, "w", encoding="utf-8") as f:
+                f.write(semisegDependencies.heldConstraints())
+            slicer.util.pip_install(semisegDependencies.pipInstallArguments(toInstall, constraints, upgrade=upgrade))
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        still = semisegDependencies.missingRequirements(requirements)
+        if still:
+            raise InstallError(_("Packages could not be installed: {packages}. Restart Slicer and try again.").format(
+                packages=", ".join(r.line for r in still)), restartRequired=True)
+
+    def installTorch(self, askConfirmation: bool) -> None:
+        """PyTorch from the PyTorch extension (a build that fits the GPU driver). It imports torch when done."""
         try:
             import PyTorchUtils  # noqa: PLC0415  (the PyTorch extension)
         except ImportError as e:
             raise InstallError(_("This module needs the PyTorch extension. Install 'PyTorch' from the Extensions "
                                  "Manager and restart Slicer.")) from e
-        torchLogic = PyTorchUtils.PyTorchUtilsLogic()
-        if not torchLogic.torchInstalled():
-            self.log(_("Installing PyTorch..."))
-            torch = torchLogic.installTorch(askConfirmation=askConfirmation,
-                                            torchVersionRequirement=f">={MINIMUM_TORCH_VERSION}")
-            if torch is None:
-                raise InstallError(_("PyTorch is required. Install it with the PyTorch Util module."))
-        requirements = semisegDependencies.readRequirements(self.requirementsPath())
-        missing = requirements if upgrade else semisegDependencies.missingRequirements(requirements)
-        if not missing:
-            return
-        packaging = getattr(slicer, "packaging", None)
-        if packaging is not None and hasattr(packaging, "pip_ensure"):  # Slicer >= 5.12
-            packaging.pip_ensure(packaging.load_requirements(self.requirementsPath()), requester="SemiSeg")
-        else:
-            if askConfirmation and not slicer.app.testingEnabled() and not slicer.util.confirmOkCancelDisplay(
-                    _("SemiSeg needs additional Python packages. Installation needs a network connection and may "
-                      "take several minutes. Click OK to proceed."),
-                    _("Confirm Python package installation"),
-                    detailedText=_("Python packages that will be installed: {packages}").format(
-                        packages=", ".join(r.line for r in missing))):
-                raise InstallError(_("Installation of the required Python packages was cancelled."))
-            for requirement in missing:
-                self.log(_("Installing {package}...").format(package=requirement.line))
-                # monai declares torch: never let pip replace the build PyTorchUtils chose.
-                extra = " --no-deps" if requirement.name.lower() == "monai" else ""
-                slicer.util.pip_install(f"{requirement.line}{extra}")
-        still = semisegDependencies.missingRequirements(requirements)
-        if still:
-            raise InstallError(_("Packages could not be installed: {packages}. Restart Slicer and try again.").format(
-                packages=", ".join(r.line for r in still)), restartRequired=True)
+        self.log(_("Installing PyTorch..."))
+        torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(
+            askConfirmation=askConfirmation,
+            torchVersionRequirement=f">={semisegDependencies.MINIMUM_TORCH_VERSION}")
+        if torch is None:
+            raise InstallError(_("PyTorch is required. Install it with the PyTorch Util module."))
 
     # Memory -----------------------------------------------------------------
 
@@ -612,6 +654,10 @@ class SemiSegTogetherLogic(ScriptedLoadableModuleLogic):
         specs = segmentSpecs(modelEntry.manifest, list(prompts))
         if not specs:
             raise ValueError(_("Tick at least one structure."))
+        if outputSegmentation is not None and outputSegmentation.GetTransformNodeID() != inputVolume.GetTransformNodeID():
+            raise ValueError(_("Segmentation '{node}' is under another transform than volume '{volume}': choose a "
+                               "new segmentation, or put both under the same transform.").format(
+                node=outputSegmentation.GetName(), volume=inputVolume.GetName()))
         if outputSegmentation is not None and not replaceSegments:
             conflicts = self.conflictingSegmentNames(outputSegmentation, [s.name for s in specs])
             if conflicts:
@@ -623,9 +669,10 @@ class SemiSegTogetherLogic(ScriptedLoadableModuleLogic):
         outputPath = os.path.join(workDir, "segmentation.nrrd")
         eventsPath = os.path.join(workDir, "events.jsonl")
         self.log(_("Writing {volume} to {path}").format(volume=inputVolume.GetName(), path=inputPath))
-        if hasattr(slicer.util, "exportNode"):  # writes a copy: the node's own storage stays as it was
-            slicer.util.exportNode(inputVolume, inputPath, {"useCompression": 0})
-        elif not slicer.util.saveNode(inputVolume, inputPath, {"useCompression": 0}):
+        # The volume's own grid (local frame, world=False): the result is placed under the same parent
+        # transform, so it lines up with the volume however it is transformed (even non-linearly).
+        # exportNode writes a copy: the node's own storage (where the user saves it) stays as it was.
+        if not slicer.util.exportNode(inputVolume, inputPath, {"useCompression": 0}, world=False):
             raise RuntimeError(_("Could not write the input volume to {path}").format(path=inputPath))
 
         args = buildPredictCommand(
@@ -723,6 +770,7 @@ class SemiSegTogetherLogic(ScriptedLoadableModuleLogic):
                     slicer.mrmlScene.GenerateUniqueName(f"{inputVolume.GetName()} {modelName}".strip()))
                 segmentationNode.CreateDefaultDisplayNodes()
                 segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(inputVolume)
+                segmentationNode.SetAndObserveTransformNodeID(inputVolume.GetTransformNodeID())
                 self._placeNextTo(segmentationNode, inputVolume)
             segmentation = segmentationNode.GetSegmentation()
             with slicer.util.RenderBlocker():

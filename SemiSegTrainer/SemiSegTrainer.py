@@ -4,13 +4,14 @@ import os
 import shutil
 from typing import Callable, Optional
 
+import ctk
 import qt
 import slicer
 import vtk
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 from slicer.i18n import tr as _
 from slicer.i18n import translate
-from slicer.parameterNodeWrapper import parameterNodeWrapper
+from slicer.parameterNodeWrapper import GuiConnector, parameterNodeGuiConnector, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
@@ -37,7 +38,7 @@ from SemiSegTrainerLib.export import (
 )
 from SemiSegTrainerLib.jobs import TrainingJobFolder, TrainingRunner, findResumableJobs, registerModel
 from SemiSegTrainerLib.progress import TrainingProgress
-from SemiSegTrainerLib.settings import TrainingSettings, parseOptionValue, queryMethods, sortMethods
+from SemiSegTrainerLib.settings import TrainingSettings, parseOptionValue, readMethods
 
 SETTINGS_WORK_FOLDER = "SemiSeg/Trainer/workFolder"
 DEFAULT_WORK_FOLDER = os.path.join("~", ".semiseg", "training")
@@ -61,8 +62,9 @@ class SemiSegTrainer(ScriptedLoadableModule):
         self.parent.dependencies = ["SemiSegTogether"]
         self.parent.contributors = ["SemiSeg contributors"]
         self.parent.helpText = _("""
-Train a segmentation model from a few segmented volumes and a pool of unlabeled ones (semi-supervised).
-Training runs in a separate process; the finished model opens in SemiSeg Together in one click.
+Teach SemiSeg a new structure: give it a few scans you segmented and, if you have them, scans nobody segmented
+(semi-supervised learning uses those too). Training runs in the background; the finished model opens in
+SemiSeg Together in one click. To try it, load SemiSegPhantom (a scan with its segmentation) from Sample Data.
 See the <a href="https://github.com/SemiSeg/SlicerSemiSeg/blob/main/docs/user-guide-trainer.md">user guide</a>.
 """)
         self.parent.acknowledgementText = _("""
@@ -73,6 +75,43 @@ SemiSeg builds on MONAI, PyTorch and SimpleITK. Each method's paper is cited in 
 #
 # SemiSegTrainerParameterNode
 #
+
+
+@parameterNodeGuiConnector
+class ctkPathLineEditToStrConnector(GuiConnector):
+    """Binds a ctkPathLineEdit to a `str` parameter, "" meaning no path.
+
+    Slicer's own connector binds it only to pathlib.Path, whose empty value would show (and be read) as ".".
+    """
+
+    @staticmethod
+    def canRepresent(widget, datatype) -> bool:
+        return type(widget) == ctk.ctkPathLineEdit and datatype is str
+
+    @staticmethod
+    def create(widget, datatype):
+        return ctkPathLineEditToStrConnector(widget) if ctkPathLineEditToStrConnector.canRepresent(widget, datatype) \
+            else None
+
+    def __init__(self, widget):
+        super().__init__()
+        self._widget = widget
+
+    def _connect(self):
+        self._widget.currentPathChanged.connect(self.changed)
+
+    def _disconnect(self):
+        self._widget.currentPathChanged.disconnect(self.changed)
+
+    def widget(self):
+        return self._widget
+
+    def read(self) -> str:
+        return str(self._widget.currentPath or "")
+
+    def write(self, value: str) -> None:
+        if value != self._widget.currentPath:
+            self._widget.currentPath = value or ""
 
 
 @parameterNodeWrapper
@@ -150,7 +189,6 @@ class SemiSegTrainerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         self.loadMethods()
         self.showSettings(self.logic.loadSettings())
-        self.ui.plotWidget.setMRMLPlotViewNode(self.logic.curvesViewNode())
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
@@ -174,6 +212,7 @@ class SemiSegTrainerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onSceneStartClose(self, caller, event) -> None:
         """Called just before the scene is closed."""
         self.setParameterNode(None)
+        self.ui.plotWidget.setMRMLPlotViewNode(None)  # its view node goes with the scene
 
     def onSceneEndClose(self, caller, event) -> None:
         """Called just after the scene is closed."""
@@ -184,8 +223,9 @@ class SemiSegTrainerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.setParameterNode(self.logic.getParameterNode())
 
     def setParameterNode(self, inputParameterNode) -> None:
-        if self._parameterNode:
+        if self._parameterNode and self._parameterNodeGuiTag is not None:  # None: already let go in exit()
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
         self._parameterNode = inputParameterNode
         if self._parameterNode:
@@ -262,17 +302,15 @@ class SemiSegTrainerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     # Method and settings -----------------------------------------------------------------------
 
     def loadMethods(self) -> None:
-        self._methods, error = self.logic.methods()
-        if error:
-            self.addLog(_("Could not ask the engine for its methods ({error}); showing the built-in list.").format(
-                error=error))
+        self._methods = self.logic.methods()
         self.ui.methodComboBox.clear()
         for method in self._methods:
             self.ui.methodComboBox.addItem(method.label(), method.name)
 
     def onMethodChanged(self, index: int) -> None:
         method = self._methods[index] if 0 <= index < len(self._methods) else None
-        self.ui.methodDescriptionLabel.text = method.description if method else ""
+        self.ui.methodDescriptionLabel.text = method.plainDescription() if method else ""
+        self.ui.methodDescriptionLabel.toolTip = method.description if method else ""
         self.showMethodOptions(method, {})
 
     def showMethodOptions(self, method, values: dict) -> None:
@@ -401,7 +439,14 @@ class SemiSegTrainerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic.cancel()
         self.onProgress(self.logic.runner.progress)
 
+    def showCurves(self) -> None:
+        """The plot widget shows the curves once a run has made them (nothing is added to the scene on open)."""
+        view = self.logic.curvesViewNode()
+        if self.ui.plotWidget.mrmlPlotViewNode() is not view:
+            self.ui.plotWidget.setMRMLPlotViewNode(view)
+
     def onProgress(self, progress: TrainingProgress) -> None:
+        self.showCurves()
         busy = progress.state == JobState.STARTING
         self.ui.progressBar.setRange(0, 0 if busy else 100)  # busy indicator while the data is checked
         self.ui.progressBar.value = progress.percent()
@@ -412,7 +457,7 @@ class SemiSegTrainerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.onProgress(progress)
         job = self.logic.currentJob(self._parameterNode)
         if progress.state == JobState.DONE and job is not None and job.finished:
-            manifest = readManifest(job.outPath, useEngine=False)
+            manifest = readManifest(job.outPath)
             from SemiSegTogetherLib.manifest import ModelCard  # noqa: PLC0415
             self.ui.resultLabel.text = ModelCard.fromManifest(manifest).html()
         elif progress.state == JobState.FAILED and self.showDialogs and not slicer.app.testingEnabled():
@@ -514,11 +559,14 @@ class SemiSegTrainerLogic(ScriptedLoadableModuleLogic):
     def saveSettings(self, settings: TrainingSettings) -> None:
         settings.save(self._settings())
 
-    def methods(self) -> tuple:
-        """(methods, error) from `semiseg methods --json`, the static list on failure; asked once."""
-        if self._methodsCache is None or self._methodsCache[1]:
-            methods, error = queryMethods(self.enginePythonExecutable(), self.engineEnvironment())
-            self._methodsCache = (sortMethods(methods), error)
+    @staticmethod
+    def methodsPath() -> str:
+        return os.path.join(os.path.dirname(os.path.abspath(__file__)), "Resources", "methods.json")
+
+    def methods(self) -> list:
+        """The engine's methods, from the list shipped with the module: no process at startup."""
+        if self._methodsCache is None:
+            self._methodsCache = readMethods(self.methodsPath())
         return self._methodsCache
 
     # Cases ------------------------------------------------------------------------------------------
@@ -711,7 +759,8 @@ class SemiSegTrainerLogic(ScriptedLoadableModuleLogic):
     # Curves (Slicer plot nodes) -----------------------------------------------------------------------
 
     def _ensureCurveNodes(self) -> dict:
-        if self._curveNodes and all(slicer.mrmlScene.IsNodePresent(n) for n in self._curveNodes.values()):
+        """The plot nodes of the training curves, made on the first events: not saved with the scene."""
+        if self._curvesPresent():
             return self._curveNodes
         scene = slicer.mrmlScene
         nodes = {"lossTable": scene.AddNewNodeByClass("vtkMRMLTableNode", "SemiSeg training loss"),
@@ -741,11 +790,17 @@ class SemiSegTrainerLogic(ScriptedLoadableModuleLogic):
         view = scene.AddNewNodeByClass("vtkMRMLPlotViewNode", "SemiSeg training view")
         view.SetPlotChartNodeID(chart.GetID())
         nodes["view"] = view
+        for node in nodes.values():
+            node.SetSaveWithScene(False)  # the curves live in the job folder's events, not in the user's scene
         self._curveNodes = nodes
         return nodes
 
+    def _curvesPresent(self) -> bool:
+        return bool(self._curveNodes) and all(slicer.mrmlScene.IsNodePresent(n) for n in self._curveNodes.values())
+
     def curvesViewNode(self):
-        return self._ensureCurveNodes()["view"]
+        """The curves' plot view node, or None before the first run's events (or after Close Scene)."""
+        return self._curveNodes["view"] if self._curvesPresent() else None
 
     def updateCurves(self, progress: TrainingProgress) -> None:
         """Loss (total) and validation Dice into the plot tables, as they come."""
@@ -762,7 +817,7 @@ class SemiSegTrainerLogic(ScriptedLoadableModuleLogic):
         """Copy the model into the models folder and select it in SemiSegTogether with all its structures."""
         together = self.togetherLogic()
         path = registerModel(modelPath, together.modelsDir(), overwrite=overwrite)
-        manifest = readManifest(path, useEngine=False)
+        manifest = readManifest(path)
         parameterNode = together.getParameterNode()
         with slicer.util.NodeModify(parameterNode.parameterNode):
             parameterNode.modelName = manifest["name"]

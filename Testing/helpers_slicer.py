@@ -270,5 +270,42 @@ def drawAllIcons() -> None:
     drawIcon(os.path.join(TRAINER_DIR, "Resources", "Icons", "SemiSegTrainer.png"), "trainer")
 
 
+# --- sample data --------------------------------------------------------------------------------------
+
+SAMPLE_COLORS = {"organ": (216, 101, 79), "vessel": (0, 151, 206), "lesion": (241, 214, 145)}
+
+
+def writeSampleData(resourcesDir: str = os.path.join(TOGETHER_DIR, "Resources")) -> list:
+    """Make Resources/SampleData/SemiSegPhantom{.nrrd,.seg.nrrd} and its 128 px thumbnail (seed 3, 48³)."""
+    import numpy as np
+    from PySide6.QtGui import QImage
+
+    from semiseg.io import write_volume
+    from semiseg.segfile import write_segmentation
+    from semiseg.synthetic import DEFAULT_STRUCTURES, make_phantom
+    from semiseg.volume import Volume
+
+    image, label = make_phantom(shape=(48, 48, 48), seed=3)
+    folder = os.path.join(resourcesDir, "SampleData")
+    volumePath = os.path.join(folder, "SemiSegPhantom.nrrd")
+    write_volume(Volume(np.round(image.array).astype(np.int16), image.spacing, image.origin, image.direction),
+                 volumePath, overwrite=True)
+    labels = [{"name": s.name, "value": s.value, "color": SAMPLE_COLORS[s.name]} for s in DEFAULT_STRUCTURES]
+    segPath = str(write_segmentation(label, labels, os.path.join(folder, "SemiSegPhantom.seg.nrrd"), overwrite=True))
+    z = int(np.argmax((label.array > 0).sum(axis=(1, 2))))  # the slice that shows most structures
+    grey = np.asarray(image.array[z], float)
+    rgb = np.repeat((255 * (grey - grey.min()) / max(np.ptp(grey), 1e-6))[..., None], 3, axis=2)
+    for lab in labels:
+        mask = label.array[z] == lab["value"]
+        rgb[mask] = 0.45 * rgb[mask] + 0.55 * np.array(lab["color"], float)
+    rgb = np.ascontiguousarray(rgb[::-1].astype(np.uint8))  # superior up
+    qimage = QImage(rgb.data, rgb.shape[1], rgb.shape[0], 3 * rgb.shape[1], QImage.Format_RGB888)
+    thumbnail = os.path.join(resourcesDir, "Icons", "SemiSegPhantom.png")
+    qtApplication()
+    if not qimage.scaled(128, 128).save(thumbnail, "PNG"):
+        raise OSError(f"could not write {thumbnail}")
+    return [volumePath, segPath, thumbnail]
+
+
 def deepcopy(value):
     return copy.deepcopy(value)

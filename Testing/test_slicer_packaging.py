@@ -142,19 +142,46 @@ def test_render_together_panel_png(tmp_path):
     assert _pngSize(path) == size and size[0] >= 400 and size[1] >= 600
 
 
+def test_render_together_first_open_png(tmp_path):
+    """The panel with an empty models folder, its words taken from the module itself (under Slicer 5.12.3's
+    own slicer package, see test_slicer_in_release.py)."""
+    import slicer_standins as standins
+    from PySide6.QtWidgets import QComboBox, QLabel, QLineEdit
+
+    reason = standins.missingReleaseReason(standins.RELEASES[-1])
+    if reason:
+        pytest.skip(reason)
+    release = standins.loadRelease(standins.RELEASES[-1])
+    try:
+        standins.QSettings.store["SemiSeg/modelsDir"] = os.path.join("~", ".semiseg", "models")
+        module = standins.openModule(release, "SemiSegTogether", pythonExecutable="python")
+        card, choice = module.ui.modelCardLabel.text, module.ui.modelComboBox.currentText
+    finally:
+        release.close()
+    assert "No model yet" in card
+    widget, error = h.loadUi(h.rewriteUi(open(h.uiPath("SemiSegTogether")).read(), preview=True))
+    assert widget is not None, error
+    widget.findChild(QComboBox, "modelComboBox").addItem(choice)
+    widget.findChild(QLabel, "modelCardLabel").setText(card.replace(os.path.expanduser("~"), "~"))
+    widget.findChild(QLineEdit, "modelsFolderPathLineEdit").setText("~/.semiseg/models")
+    path = _panelPath(tmp_path, "SemiSegTogether-first-open.png")
+    size = h.renderWidget(widget, path)
+    assert _pngSize(path) == size
+
+
 def test_render_trainer_panel_png(tmp_path):
     import PySide6.QtUiTools  # noqa: F401
     from PySide6.QtWidgets import QComboBox, QLabel, QLineEdit, QTableWidget, QTableWidgetItem
 
-    from SemiSegTrainerLib.settings import FALLBACK_METHODS, sortMethods
+    from SemiSegTrainerLib.settings import readMethods
 
     widget, error = h.loadUi(h.rewriteUi(open(h.uiPath("SemiSegTrainer")).read(), preview=True))
     assert widget is not None, error
     methods = widget.findChild(QComboBox, "methodComboBox")
-    ordered = sortMethods(FALLBACK_METHODS)
+    ordered = readMethods(os.path.join(h.TRAINER_DIR, "Resources", "methods.json"))
     for m in ordered:
         methods.addItem(m.label())
-    widget.findChild(QLabel, "methodDescriptionLabel").setText(ordered[0].description)
+    widget.findChild(QLabel, "methodDescriptionLabel").setText(ordered[0].plainDescription())
     widget.findChild(QTableWidget, "labeledCasesTable").setHorizontalHeaderLabels(["Volume", "Segmentation"])
     options = widget.findChild(QTableWidget, "methodOptionsTable")
     options.setRowCount(0)

@@ -51,20 +51,20 @@ def test_list_models_reports_usable_and_broken_packages(tmp_path):
     broken.mkdir()
     (broken / "model.json").write_text("{not json")
     (tmp_path / "unrelated-folder").mkdir()
-    entries = catalog.listModels(str(tmp_path), useEngine=False)
+    entries = catalog.listModels(str(tmp_path))
     assert [e.name for e in entries] == ["a-model", "b-model", "broken", "noweights"]
     assert [e.ok for e in entries] == [True, True, False, False]
     assert "cannot be read as JSON" in entries[2].error and "broken.semiseg" in entries[2].error
     assert "no weights" in entries[3].error
-    assert catalog.findModel(str(tmp_path), "b-model", useEngine=False).path == str(tmp_path / "b-model.semiseg")
-    assert catalog.findModel(str(tmp_path), "broken", useEngine=False) is None
+    assert catalog.findModel(str(tmp_path), "b-model").path == str(tmp_path / "b-model.semiseg")
+    assert catalog.findModel(str(tmp_path), "broken") is None
     assert catalog.listModels(str(tmp_path / "missing")) == []
 
 
 def test_import_folder_copies_after_check_and_never_overwrites_silently(tmp_path):
     source = h.writeModelPackage(str(tmp_path / "src" / "whatever"), h.exampleManifest("My model/v2"))
     models = tmp_path / "models"
-    path = catalog.importModel(source, str(models), useEngine=False)
+    path = catalog.importModel(source, str(models))
     assert path == str(models / "My-model-v2.semiseg")
     assert json.loads((models / "My-model-v2.semiseg" / "model.json").read_text())["name"] == "My model/v2"
     assert (models / "My-model-v2.semiseg" / "weights.safetensors").is_file()
@@ -73,10 +73,10 @@ def test_import_folder_copies_after_check_and_never_overwrites_silently(tmp_path
     changed["description"] = "second version"
     h.writeModelPackage(source, changed)
     with pytest.raises(catalog.ModelExistsError) as info:
-        catalog.importModel(source, str(models), useEngine=False)
+        catalog.importModel(source, str(models))
     assert info.value.existingPath == path
     assert json.loads((models / "My-model-v2.semiseg" / "model.json").read_text())["description"] != "second version"
-    catalog.importModel(source, str(models), overwrite=True, useEngine=False)
+    catalog.importModel(source, str(models), overwrite=True)
     assert json.loads((models / "My-model-v2.semiseg" / "model.json").read_text())["description"] == "second version"
     assert sorted(os.listdir(models)) == ["My-model-v2.semiseg"]  # no staging leftovers
 
@@ -91,8 +91,8 @@ def test_import_zip_with_package_folder_inside(tmp_path):
     package = h.writeModelPackage(str(tmp_path / "abdomen.semiseg"), twoLabelManifest())
     zipPath = tmp_path / "abdomen.zip"
     _zipFolder(package, zipPath, "abdomen.semiseg/")
-    path = catalog.importModel(str(zipPath), str(tmp_path / "models"), useEngine=False)
-    entries = catalog.listModels(str(tmp_path / "models"), useEngine=False)
+    path = catalog.importModel(str(zipPath), str(tmp_path / "models"))
+    entries = catalog.listModels(str(tmp_path / "models"))
     assert [(e.name, e.path, e.ok) for e in entries] == [("abdomen", path, True)]
 
 
@@ -125,7 +125,7 @@ def test_import_rejects_bad_sources_and_copies_nothing(tmp_path, problem, expect
         source = str(tmp_path / "model.txt")
         open(source, "w").write("hello")
     with pytest.raises(manifest.ModelPackageError) as info:
-        catalog.importModel(source, str(models), useEngine=False)
+        catalog.importModel(source, str(models))
     assert expected in str(info.value)
     assert os.path.basename(source) in str(info.value)  # names what the user picked
     assert not models.exists() or os.listdir(models) == []
@@ -150,9 +150,11 @@ def test_validate_manifest_names_the_problem(mutate, expected):
     assert str(info.value).startswith("/models/x.semiseg/model.json: ")
 
 
-def test_engine_read_manifest_accepts_the_contract_example(tmp_path):
+def test_module_and_engine_readers_agree_on_the_contract_example(tmp_path):
+    from semiseg.model import read_manifest
+
     package = h.writeModelPackage(str(tmp_path / "la.semiseg"), h.exampleManifest())
-    assert manifest.readManifest(package, useEngine=True)["name"] == "la-mean-teacher"
+    assert manifest.readManifest(package)["name"] == read_manifest(package)["name"] == "la-mean-teacher"
 
 
 # --- model card -> segments ---------------------------------------------------------------------
@@ -446,14 +448,59 @@ def test_nvidia_smi_parsing_and_ram_query():
 # --- dependencies ------------------------------------------------------------------------------------------
 
 
-def test_requirements_use_floors_only_and_leave_slicers_own_packages_alone():
-    reqs = dependencies.readRequirements(os.path.join(h.TOGETHER_DIR, "Resources", "requirements.txt"))
+REQUIREMENTS = os.path.join(h.TOGETHER_DIR, "Resources", "requirements.txt")
+SHIPPED_BY_SLICER = {"torch", "numpy", "simpleitk", "vtk"}  # torch: PyTorchUtils
+
+
+def _pyprojectDependencies() -> dict:
+    import tomllib
+
+    with open(os.path.join(h.ROOT, "pyproject.toml"), "rb") as f:
+        lines = tomllib.load(f)["project"]["dependencies"]
+    return {r.name.lower(): r for r in dependencies.parseRequirements("\n".join(lines))}
+
+
+def test_requirements_use_floors_and_leave_slicers_own_packages_alone():
+    reqs = dependencies.readRequirements(REQUIREMENTS)
     names = {r.name.lower() for r in reqs}
-    assert {"monai", "safetensors", "scipy", "h5py", "tqdm"} <= names
-    assert not names & {"simpleitk", "torch", "numpy", "vtk", "requests"}
+    assert {"monai", "safetensors", "scipy", "h5py", "tqdm", "slicerio"} <= names
+    assert not names & (SHIPPED_BY_SLICER | {"requests"})
     assert all(r.minimum for r in reqs)
+    assert dependencies.parseRequirements("slicerio>=1.1,<2")[0].below == "2"
     with pytest.raises(ValueError, match="only >= floors"):
         dependencies.parseRequirements("monai==1.4\n")
+
+
+def test_floors_are_the_same_in_slicer_and_in_pyproject():
+    engine = _pyprojectDependencies()
+    slicerSide = {r.name.lower(): r for r in dependencies.readRequirements(REQUIREMENTS)}
+    assert set(engine) - SHIPPED_BY_SLICER == set(slicerSide), "every engine dependency is installed in Slicer"
+    for name, req in slicerSide.items():
+        assert (req.minimum, req.below) == (engine[name].minimum, engine[name].below), name
+    assert engine["torch"].minimum == dependencies.MINIMUM_TORCH_VERSION
+
+
+def test_installed_monai_fits_the_installed_torch_and_the_torch_floor_fits_the_monai_floor():
+    """pip, held to the installed torch, picks a monai whose torch requirement that torch meets."""
+    from importlib import metadata
+
+    torchNeed = [r for r in metadata.requires("monai") if r.replace(" ", "").startswith("torch>=")][0]
+    need = torchNeed.split(">=")[1].split(",")[0].split(";")[0].strip()
+    assert dependencies.versionTuple(metadata.version("torch")) >= dependencies.versionTuple(need)
+    # monai 1.4 (the floor) needs torch>=1.9: our floor (2.2) meets it, so a held torch >= 2.2 always has a monai
+    assert dependencies.versionTuple(dependencies.MINIMUM_TORCH_VERSION) >= (1, 9)
+
+
+def test_pip_is_held_to_the_installed_torch_and_numpy_and_update_upgrades():
+    versions = {"torch": "2.5.1+cu121", "numpy": "1.26.4", "monai": None}
+    assert dependencies.heldConstraints(versions.get) == "torch==2.5.1+cu121\nnumpy==1.26.4\n"
+    reqs = dependencies.parseRequirements("monai>=1.4\nslicerio>=1.1,<2")
+    assert dependencies.pipInstallArguments(reqs, "/c.txt") == ["monai>=1.4", "slicerio>=1.1,<2", "-c", "/c.txt"]
+    assert dependencies.pipInstallArguments(reqs, "/c.txt", upgrade=True)[0] == "--upgrade"
+    assert dependencies.torchProblem({"torch": "2.13.0+cpu"}.get) is None
+    assert dependencies.torchProblem({}.get) == "missing"
+    assert dependencies.torchProblem({"torch": "2.1.2"}.get) == "PyTorch 2.1.2 is older than 2.2"
+    assert dependencies.missingRequirements(reqs, {"monai": "1.6.1", "slicerio": "2.0"}.get) == [reqs[1]]
 
 
 def test_missing_requirements_compares_versions():
@@ -462,3 +509,27 @@ def test_missing_requirements_compares_versions():
     assert [r.name for r in dependencies.missingRequirements(reqs, versions.get)] == ["monai", "tqdm"]
     assert dependencies.versionTuple("2.13.0+cpu") == (2, 13, 0)
     assert dependencies.versionsReport(["tqdm"], versions.get) == [("tqdm", "not installed")]
+
+
+# --- engine processes on Windows -------------------------------------------------------------------------
+
+
+def test_engine_processes_get_no_console_window_on_windows_and_their_own_group(monkeypatch):
+    options = process.popenOptions("nt")
+    assert options["creationflags"] & process.CREATE_NO_WINDOW  # no console: closing it cannot end the job
+    assert options["creationflags"] & process.CREATE_NEW_PROCESS_GROUP  # Cancel ends the whole tree
+    assert process.popenOptions("posix") == {"start_new_session": True}
+
+    seen = {}
+
+    class Recorder:
+        def __init__(self, args, **kwargs):
+            seen.update(kwargs)
+            raise OSError("recorded")
+
+    monkeypatch.setattr(process.subprocess, "Popen", Recorder)
+    with pytest.raises(OSError, match="recorded"):
+        process.BackgroundProcess(["engine"]).start()
+    assert seen["stdin"] == process.subprocess.DEVNULL
+    assert {k: v for k, v in seen.items() if k in ("creationflags", "start_new_session")} == \
+        {k: v for k, v in process.popenOptions().items() if k != "startupinfo"}

@@ -200,7 +200,10 @@ def test_pool_counts_images_and_dicom_series_only(tmp_path):
 # --- methods and settings ------------------------------------------------------------------------------
 
 
-def test_methods_from_engine_json_both_option_shapes_and_fallback():
+SHIPPED_METHODS = os.path.join(h.TRAINER_DIR, "Resources", "methods.json")
+
+
+def test_methods_json_both_option_shapes_and_recommended_first():
     methods = settings.parseMethodsJson(json.dumps([
         {"name": "supervised", "description": "labeled only", "options": {}},
         {"name": "mean-teacher", "description": "EMA teacher",
@@ -209,23 +212,30 @@ def test_methods_from_engine_json_both_option_shapes_and_fallback():
     assert mt.name == "mean-teacher" and mt.label() == "mean-teacher (recommended)"
     assert mt.options == {"ema_decay": 0.99, "consistency": 0.1} and mt.optionHelp == {"ema_decay": "teacher EMA"}
 
-    def failing(*args, **kwargs):
-        raise FileNotFoundError("PythonSlicer")
 
-    fallback, error = settings.queryMethods("PythonSlicer", {}, run=failing)
-    assert [m.name for m in fallback] == ["supervised", "mean-teacher", "ad", "versemi", "dual-contrast"]
-    assert "PythonSlicer" in error
-    bad = subprocess.CompletedProcess([], 2, stdout="", stderr="Traceback...\nModuleNotFoundError: torch")
-    fallback, error = settings.queryMethods("py", {}, run=lambda *a, **k: bad)
-    assert len(fallback) == 5 and "torch" in error
+def test_shipped_method_list_is_the_engines_registry():
+    """The panel reads Resources/methods.json (no process at startup): it must equal `semiseg methods --json`.
+    Regenerate with: python -m semiseg methods --json > SemiSegTrainer/Resources/methods.json"""
+    from semiseg.methods import describe_methods
+
+    with open(SHIPPED_METHODS, encoding="utf-8") as f:
+        assert json.load(f) == json.loads(json.dumps(describe_methods())), "regenerate " + SHIPPED_METHODS
+    methods = settings.readMethods(SHIPPED_METHODS)
+    assert methods[0].name == settings.RECOMMENDED_METHOD
+    for method in methods:  # a clinician's words for each, the technical text stays for the tooltip
+        assert method.name in settings.PLAIN_DESCRIPTIONS, method.name
+        assert method.plainDescription() != method.description
 
 
-def test_engine_methods_json_and_train_flags():
+def test_unreadable_method_list_names_the_file(tmp_path):
+    bad = tmp_path / "methods.json"
+    bad.write_text("[]")
+    with pytest.raises(ValueError, match="methods.json: cannot read the method list"):
+        settings.readMethods(str(bad))
+
+
+def test_engine_train_accepts_the_flags_the_panel_uses():
     env = engineEnvironment()
-    methods, error = settings.queryMethods(sys.executable, env)
-    assert error is None, error
-    names = [m.name for m in methods]
-    assert settings.RECOMMENDED_METHOD in names and "supervised" in names
     helpText = subprocess.run([sys.executable, "-m", "semiseg", "train", "--help"], capture_output=True, text=True,
                               timeout=120, env=env).stdout
     for flag in settings.TrainingSettings(patch=[32, 32, 32], learningRate=0.01, methodOptions={"a": 1},
@@ -236,7 +246,7 @@ def test_engine_methods_json_and_train_flags():
 
 
 def test_settings_validation_messages():
-    known = settings.FALLBACK_METHODS
+    known = settings.readMethods(SHIPPED_METHODS)
     assert settings.TrainingSettings().validate(known) == []
     bad = settings.TrainingSettings(method="magic", iterations=0, device="tpu", patch=[96, 90], batchLabeled=0,
                                     learningRate=-1, valEvery=0, modelName="a/b")
@@ -496,7 +506,7 @@ def test_runner_check_train_cancel_keeps_checkpoint_then_resume_finishes_and_reg
 
     models = str(tmp_path / "models")
     path = jobs.registerModel(job.outPath, models)
-    entry = catalog.findModel(models, "tiny liver", useEngine=False)
+    entry = catalog.findModel(models, "tiny liver")
     assert entry is not None and entry.path == path
     assert entry.manifest["labels"][0]["terminology"]["type"] == ["SCT", "10200004", "Liver"]
     with pytest.raises(catalog.ModelExistsError):

@@ -63,7 +63,7 @@ class ModelEntry:
         return ModelCard.fromManifest(self.manifest) if self.manifest else None
 
 
-def listModels(modelsDir: str, useEngine: bool = True) -> list:
+def listModels(modelsDir: str) -> list:
     """Every model package in `modelsDir`, sorted by name; broken ones are listed with their error."""
     entries = []
     if not os.path.isdir(modelsDir):
@@ -75,16 +75,16 @@ def listModels(modelsDir: str, useEngine: bool = True) -> list:
         if not (child.endswith(PACKAGE_SUFFIX) or os.path.isfile(os.path.join(path, MANIFEST_NAME))):
             continue
         try:
-            entries.append(ModelEntry(path=path, manifest=readManifest(path, useEngine=useEngine)))
+            entries.append(ModelEntry(path=path, manifest=readManifest(path)))
         except ModelPackageError as e:
             entries.append(ModelEntry(path=path, error=str(e)))
     entries.sort(key=lambda e: (not e.ok, e.name.lower()))
     return entries
 
 
-def findModel(modelsDir: str, name: str, useEngine: bool = True) -> Optional[ModelEntry]:
+def findModel(modelsDir: str, name: str) -> Optional[ModelEntry]:
     """The usable model called `name` (its manifest name, or its folder name), or None."""
-    for entry in listModels(modelsDir, useEngine=useEngine):
+    for entry in listModels(modelsDir):
         if entry.ok and (entry.name == name or os.path.basename(entry.path) in (name, name + PACKAGE_SUFFIX)):
             return entry
     return None
@@ -127,7 +127,7 @@ def _findPackageRoot(folder: str, origin: str) -> str:
     raise ModelPackageError(f"{origin}: no {MANIFEST_NAME} found; it is not a SemiSeg model package")
 
 
-def checkModelSource(source: str, useEngine: bool = True):
+def checkModelSource(source: str):
     """Check a model to import (a .semiseg folder or a .zip of one) without copying it anywhere.
 
     Returns (manifest, packageDir, tempDir); tempDir is a folder to delete after use (zip) or None.
@@ -146,7 +146,7 @@ def checkModelSource(source: str, useEngine: bool = True):
         else:
             raise ModelPackageError(f"{source}: expected a .semiseg folder or a .zip of one")
         try:
-            manifest = readManifest(packageDir, useEngine=useEngine)
+            manifest = readManifest(packageDir)
         except ModelPackageError as e:
             # Name the file the user picked, not our temporary folder.
             message = str(e).replace(tempDir, source) if tempDir else str(e)
@@ -158,13 +158,13 @@ def checkModelSource(source: str, useEngine: bool = True):
     return manifest, packageDir, tempDir
 
 
-def importModel(source: str, modelsDir: str, overwrite: bool = False, useEngine: bool = True) -> str:
+def importModel(source: str, modelsDir: str, overwrite: bool = False) -> str:
     """Check `source`, then copy it into `modelsDir` as NAME.semiseg/. Returns the new package path.
 
     Raises ModelPackageError if the package is not valid (nothing is copied) and
     ModelExistsError if a model of that name is there already and `overwrite` is False.
     """
-    manifest, packageDir, tempDir = checkModelSource(source, useEngine=useEngine)
+    manifest, packageDir, tempDir = checkModelSource(source)
     try:
         os.makedirs(modelsDir, exist_ok=True)
         destination = os.path.join(modelsDir, safeFolderName(manifest["name"]))

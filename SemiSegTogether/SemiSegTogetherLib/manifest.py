@@ -1,9 +1,9 @@
 """Model package manifest (model.json): validation, model card, segment specs.
 
-The shape is the one in docs/contracts.md ("Model package"). When the engine is
-importable, ``semiseg.model.read_manifest`` has the last word; the checks here
-keep the module usable (and the import check strict) before the engine and its
-dependencies are installed.
+The shape is the one in docs/contracts.md ("Model package"). Slicer's process reads
+model.json here, never through the engine: importing ``semiseg.model`` would load
+torch into Slicer (seconds of frozen GUI, and a torch that PyTorchUtils may need to
+replace). The engine checks the package again when it runs in its own process.
 """
 
 from __future__ import annotations
@@ -100,16 +100,7 @@ def validateManifest(manifest: Any, source: str = MANIFEST_NAME) -> dict:
     return manifest
 
 
-def _engineReadManifest():
-    """semiseg.model.read_manifest when the engine is importable, else None."""
-    try:
-        from semiseg.model import read_manifest  # noqa: PLC0415  (lazy: may pull torch)
-    except Exception:  # engine or its dependencies not installed yet
-        return None
-    return read_manifest
-
-
-def readManifest(packageDir: str, useEngine: bool = True) -> dict:
+def readManifest(packageDir: str) -> dict:
     """Read and check `packageDir`/model.json and that the weights are there."""
     manifestPath = os.path.join(packageDir, MANIFEST_NAME)
     if not os.path.isdir(packageDir):
@@ -124,14 +115,6 @@ def readManifest(packageDir: str, useEngine: bool = True) -> dict:
     validateManifest(manifest, manifestPath)
     if not any(os.path.isfile(os.path.join(packageDir, w)) for w in WEIGHT_NAMES):
         _fail(packageDir, f"has no weights file ({WEIGHT_NAMES[0]})")
-    engineRead = _engineReadManifest() if useEngine else None
-    if engineRead is not None:
-        try:
-            engineManifest = engineRead(packageDir)
-        except Exception as e:  # semiseg.errors.ModelError and friends
-            raise ModelPackageError(str(e)) from e
-        if isinstance(engineManifest, dict):
-            manifest = engineManifest
     return manifest
 
 

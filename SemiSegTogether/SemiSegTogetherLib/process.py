@@ -85,6 +85,30 @@ def killProcessTree(pid: int, force: bool = False, knownPids: Optional[Sequence[
     return signalled
 
 
+# Windows process creation flags (winbase.h); named here so the choice can be tested on any OS.
+CREATE_NEW_PROCESS_GROUP = 0x00000200
+CREATE_NO_WINDOW = 0x08000000
+STARTF_USESHOWWINDOW, SW_HIDE = 0x00000001, 0
+
+
+def popenOptions(osName: str = os.name) -> dict:
+    """subprocess.Popen options for an engine process: its own process group, and no console window.
+
+    POSIX: a new session, so Cancel can signal the whole tree. Windows: a new process group, no console
+    window (CREATE_NO_WINDOW, and a hidden window as Slicer's launchConsoleProcess asks): otherwise each
+    run opens a console, and closing it would end the job.
+    """
+    if osName == "posix":
+        return {"start_new_session": True}
+    options = {"creationflags": CREATE_NEW_PROCESS_GROUP | CREATE_NO_WINDOW}
+    if hasattr(subprocess, "STARTUPINFO"):  # only on Windows
+        info = subprocess.STARTUPINFO()
+        info.dwFlags |= STARTF_USESHOWWINDOW
+        info.wShowWindow = SW_HIDE
+        options["startupinfo"] = info
+    return options
+
+
 class BackgroundProcess:
     """A subprocess whose merged stdout/stderr is collected by a reader thread, line by line."""
 
@@ -100,13 +124,8 @@ class BackgroundProcess:
         self._knownPids: list = []
 
     def start(self) -> None:
-        kwargs = {}
-        if os.name == "posix":
-            kwargs["start_new_session"] = True  # own process group: Cancel can end the whole tree
-        else:
-            kwargs["creationflags"] = getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)
         self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, env=self.env, cwd=self.cwd, **kwargs)
+                                     stdin=subprocess.DEVNULL, env=self.env, cwd=self.cwd, **popenOptions())
         self._reader = threading.Thread(target=self._readOutput, name="semiseg-output", daemon=True)
         self._reader.start()
 

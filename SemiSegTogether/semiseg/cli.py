@@ -74,6 +74,25 @@ def cmd_convert(args) -> int:
     return 0
 
 
+def add_fast_path_arguments(p: argparse.ArgumentParser) -> None:
+    """The CUDA fast paths (semiseg.fastpaths), shared by train and predict; each can be switched."""
+    p.add_argument("--no-amp", action="store_true", help="no mixed precision (same as --precision fp32)")
+    p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"],
+                   help="mixed precision on CUDA (default auto: bf16 where the GPU supports it, else fp16 with "
+                        "a loss scaler); a CPU always computes in fp32")
+    p.add_argument("--channels-last", action="store_true", help="channels_last_3d memory format for the network")
+    p.add_argument("--no-cudnn-benchmark", action="store_true", help="do not let cuDNN time and pick its "
+                                                                     "convolution algorithms (on by default)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the network (takes a while to compile; "
+                                                          "see docs/benchmarks/gpu for when it pays)")
+
+
+def _fast_paths(args):
+    from semiseg.fastpaths import FastPaths
+    return FastPaths(precision="fp32" if args.no_amp else args.precision, channels_last=args.channels_last,
+                     cudnn_benchmark=not args.no_cudnn_benchmark, compile=args.compile)
+
+
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
     """The training settings of `semiseg train`."""
     p.add_argument("--iterations", type=int, default=6000, help="optimiser steps (default 6000, as UA-MT)")
@@ -89,7 +108,6 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weight-decay", type=float)
     p.add_argument("--schedule", choices=["poly", "constant", "step"], help="LR schedule (default poly 0.9)")
     p.add_argument("--device", default="auto", help="auto (CUDA if present) | cpu | cuda | cuda:N | mps")
-    p.add_argument("--no-amp", action="store_true", help="disable mixed precision (it is only used on CUDA)")
     p.add_argument("--val-every", type=int, default=200, help="validate every N iterations (default 200)")
     p.add_argument("--val-cases", type=int, help="labeled cases held out for validation and checkpoint "
                                                  "selection (default: a fifth, at least 1, when ≥3 labeled)")
@@ -97,6 +115,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--augment", default="standard", choices=["none", "light", "standard", "strong"])
     p.add_argument("--option", action="append", metavar="KEY=VALUE",
                    help="method option (repeatable); `semiseg methods` lists them")
+    add_fast_path_arguments(p)
 
 
 def _train_config(args, **overrides):
@@ -106,7 +125,7 @@ def _train_config(args, **overrides):
         method_options=_options(args.option), iterations=args.iterations, batch_labeled=args.batch_labeled,
         batch_unlabeled=args.batch_unlabeled, patch=args.patch, spacing=args.spacing, intensity=args.intensity,
         optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay, schedule=args.schedule,
-        device=args.device, amp=not args.no_amp, val_every=args.val_every, val_cases=args.val_cases,
+        device=args.device, fast=_fast_paths(args), val_every=args.val_every, val_cases=args.val_cases,
         fg_ratio=args.fg_ratio, augment=args.augment, **overrides)
 
 
@@ -208,8 +227,14 @@ def cmd_predict(args) -> int:
 
             label, stats = predict_volume(net, manifest, volume, device, prompts=prompts, overlap=args.overlap,
                                           sw_batch_size=args.sw_batch_size, blend=args.blend, lcc=args.lcc,
-                                          use_amp=not args.no_amp, progress=progress)
-            write_volume(label, out, overwrite=args.overwrite)
+                                          fast=_fast_paths(args), preprocess_on_device=not args.cpu_preprocessing,
+                                          progress=progress)
+            if out.name.lower().endswith(".seg.nrrd"):  # segments with the model's names, colours, terminology
+                from semiseg.segfile import write_segmentation
+                write_segmentation(label, [lab for lab in manifest["labels"] if not prompts or lab["name"] in prompts],
+                                   out, overwrite=args.overwrite)
+            else:
+                write_volume(label, out, overwrite=args.overwrite)
             written = [str(out)]
             if args.surface:
                 from semiseg.surface import write_surfaces
@@ -373,15 +398,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="segment an image with a model package")
     p.add_argument("--model", required=True, help="NAME.semiseg model package")
     p.add_argument("--input", required=True, help="image file (NIfTI, NRRD, MHA) or DICOM series folder")
-    p.add_argument("--output", required=True, help="label map to write (on exactly the input's grid)")
+    p.add_argument("--output", required=True, help="label map to write (on exactly the input's grid); a "
+                   "NAME.seg.nrrd also keeps each structure's name, colour and terminology, as Slicer saves it")
     p.add_argument("--prompts", help="comma-separated structure names to segment (default: all the model knows)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     p.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap (default 0.5)")
-    p.add_argument("--sw-batch-size", type=int, default=1, help="windows per forward pass (default 1)")
+    p.add_argument("--sw-batch-size", default="auto", help="windows per forward pass: a number, or auto "
+                   "(default: what half the free GPU memory holds, at most 16; 1 on a CPU)")
+    p.add_argument("--cpu-preprocessing", action="store_true", help="resample and normalise the image on the CPU "
+                                                                    "(default: on the --device)")
     p.add_argument("--blend", default="gaussian", choices=["gaussian", "constant"])
     p.add_argument("--lcc", action="store_true", help="keep the largest connected component of each label")
     p.add_argument("--surface", help="also write a smoothed surface per label (.vtp or .stl)")
-    p.add_argument("--no-amp", action="store_true")
+    add_fast_path_arguments(p)
     p.add_argument("--events", help="JSON-lines progress events to FILE, or - for stdout")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_predict)

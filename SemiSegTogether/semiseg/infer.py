@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import time
-from contextlib import nullcontext
 from typing import Callable, Sequence
 
 import numpy as np
@@ -17,11 +16,12 @@ from monai.inferers import sliding_window_inference
 from scipy import ndimage
 from torch import nn
 
-from semiseg.devices import amp_enabled
 from semiseg.errors import ConfigError
+from semiseg.fastpaths import FastPaths, autocast
 from semiseg.prompts import merge_task_probabilities
-from semiseg.transforms import Preprocessing, preprocess_image, restore_to_grid
+from semiseg.transforms import Preprocessing, preprocess_image, preprocess_image_tensor, restore_to_grid
 from semiseg.volume import Volume
+from semiseg.window_batch import choose_sw_batch_size
 
 Progress = Callable[[float], None]
 
@@ -36,25 +36,39 @@ def window_count(shape: Sequence[int], patch: Sequence[int], overlap: float) -> 
 
 
 def sliding_window_probabilities(net: nn.Module, image: torch.Tensor, patch: Sequence[int], overlap: float = 0.5,
-                                 sw_batch_size: int = 1, blend: str = "gaussian", task: int | None = None,
-                                 use_amp: bool = True, progress: Progress | None = None) -> torch.Tensor:
-    """Softmax probabilities (1, C, d, h, w) for a preprocessed image (1, 1, d, h, w) on its device."""
+                                 sw_batch_size: int | str = "auto", blend: str = "gaussian", task: int | None = None,
+                                 fast: FastPaths | None = None, progress: Progress | None = None) -> torch.Tensor:
+    """Softmax probabilities (1, C, d, h, w) for a preprocessed image (1, 1, d, h, w) on its device.
+
+    `sw_batch_size` "auto" fits the windows per pass to the free GPU memory (1 on a CPU); `fast` (default:
+    FastPaths()) sets mixed precision and the window memory format.
+    """
     device = image.device
-    expected = max(1, math.ceil(window_count(image.shape[2:], patch, overlap) / sw_batch_size))
+    fast = fast or FastPaths()
+    dtype = fast.amp_dtype(device)
+
+    def forward(window: torch.Tensor) -> torch.Tensor:
+        window = fast.prepare_input(window)
+        with autocast(device, dtype):
+            if task is None:
+                logits = net(window)
+            else:
+                logits = net(window, task=torch.full((window.shape[0],), task, dtype=torch.long, device=device))
+        return logits.float().softmax(1)
+
+    n_windows = window_count(image.shape[2:], patch, overlap)
+    sw_batch_size = choose_sw_batch_size(sw_batch_size, forward, patch, n_windows, device)
+    expected = max(1, math.ceil(n_windows / sw_batch_size))
     done = [0]
 
     def predictor(window: torch.Tensor) -> torch.Tensor:
-        if task is None:
-            logits = net(window)
-        else:
-            logits = net(window, task=torch.full((window.shape[0],), task, dtype=torch.long, device=device))
+        probs = forward(window)
         done[0] += 1
         if progress is not None:
             progress(min(done[0] / expected, 1.0))
-        return logits.float().softmax(1)
+        return probs
 
-    autocast = torch.autocast(device.type) if amp_enabled(device, use_amp) else nullcontext()
-    with torch.no_grad(), autocast:
+    with torch.no_grad():
         return sliding_window_inference(image, roi_size=tuple(patch), sw_batch_size=sw_batch_size,
                                         predictor=predictor, overlap=overlap, mode=blend, sw_device=device,
                                         device=device)
@@ -86,16 +100,18 @@ def select_prompts(manifest: dict, prompts: Sequence[str] | None) -> list[dict]:
     return [by_name[p.strip().lower()] for p in prompts]
 
 
-def predict_classes(net: nn.Module, manifest: dict, image: np.ndarray, device: torch.device,
-                    chosen: list[dict] | None = None, overlap: float = 0.5, sw_batch_size: int = 1,
-                    blend: str = "gaussian", out_shape: Sequence[int] | None = None, use_amp: bool = True,
+def predict_classes(net: nn.Module, manifest: dict, image: np.ndarray | torch.Tensor, device: torch.device,
+                    chosen: list[dict] | None = None, overlap: float = 0.5, sw_batch_size: int | str = "auto",
+                    blend: str = "gaussian", out_shape: Sequence[int] | None = None, fast: FastPaths | None = None,
                     progress: Progress | None = None) -> np.ndarray:
-    """Preprocessed image (d, h, w) → label map of the manifest's label *values*, on `out_shape`
-    (the original grid) or on the preprocessed grid when `out_shape` is None."""
+    """Preprocessed image (d, h, w), numpy or a tensor on any device → label map of the manifest's label
+    *values*, on `out_shape` (the original grid) or on the preprocessed grid when `out_shape` is None."""
     chosen = chosen if chosen is not None else manifest["labels"]
-    x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None].to(device)
+    if isinstance(image, np.ndarray):
+        image = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
+    x = image.to(device=device, dtype=torch.float32)[None, None]
     patch = manifest["patch_size"]
-    kwargs = dict(patch=patch, overlap=overlap, sw_batch_size=sw_batch_size, blend=blend, use_amp=use_amp)
+    kwargs = dict(patch=patch, overlap=overlap, sw_batch_size=sw_batch_size, blend=blend, fast=fast)
 
     def to_grid(probs: torch.Tensor) -> torch.Tensor:
         return probs if out_shape is None else restore_to_grid(probs, tuple(out_shape))
@@ -126,22 +142,27 @@ def _sub_progress(progress: Progress | None, i: int, n: int) -> Progress | None:
 
 
 def predict_volume(net: nn.Module, manifest: dict, volume: Volume, device: torch.device,
-                   prompts: Sequence[str] | None = None, overlap: float = 0.5, sw_batch_size: int = 1,
-                   blend: str = "gaussian", lcc: bool = False, use_amp: bool = True,
-                   progress: Progress | None = None) -> tuple[Volume, dict]:
-    """Image volume → (label volume on exactly the input's grid, timing and memory stats)."""
+                   prompts: Sequence[str] | None = None, overlap: float = 0.5, sw_batch_size: int | str = "auto",
+                   blend: str = "gaussian", lcc: bool = False, fast: FastPaths | None = None,
+                   preprocess_on_device: bool = True, progress: Progress | None = None) -> tuple[Volume, dict]:
+    """Image volume → (label volume on exactly the input's grid, timing and memory stats).
+
+    `preprocess_on_device` resamples and normalises the image on `device` (the GPU, when it is one)
+    rather than on the CPU with numpy; both give the same image within float rounding.
+    """
     chosen = select_prompts(manifest, prompts)
+    fast = fast or FastPaths()
     start = time.perf_counter()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     prep = Preprocessing.from_dict(manifest["preprocessing"])
-    image = preprocess_image(volume, prep)
-    net = net.to(device).eval()
+    image = preprocess_image_tensor(volume, prep, device) if preprocess_on_device else preprocess_image(volume, prep)
+    net = fast.prepare_network(net.to(device).eval(), device)
     labels = predict_classes(net, manifest, image, device, chosen, overlap, sw_batch_size, blend,
-                             out_shape=volume.array.shape, use_amp=use_amp, progress=progress)
+                             out_shape=volume.array.shape, fast=fast, progress=progress)
     if lcc:
         labels = keep_largest_component(labels)
-    stats = {"seconds": time.perf_counter() - start, "device": str(device)}
+    stats = {"seconds": time.perf_counter() - start, "device": str(device), "fast_paths": fast.describe(device)}
     if device.type == "cuda":
         stats["peak_gpu_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
     return volume.with_array(labels), stats

@@ -18,8 +18,7 @@ import resource
 import signal
 import sys
 import time
-from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +29,10 @@ from tqdm import tqdm
 from semiseg import distributed
 from semiseg.atomic import atomic_path
 from semiseg.datasets import load_dataset
-from semiseg.devices import amp_enabled, resolve_device
+from semiseg.devices import resolve_device
 from semiseg.errors import ConfigError, SemiSegError
 from semiseg.events import EventWriter
+from semiseg.fastpaths import FastPaths
 from semiseg.infer import predict_classes
 from semiseg.labels import label_entry
 from semiseg.methods import MethodContext, build_method
@@ -63,7 +63,8 @@ class TrainConfig:
     schedule: str | None = None
     seed: int = 0
     device: str = "auto"
-    amp: bool = True
+    amp: bool = True  # False: fp32 whatever fast.precision says (--no-amp)
+    fast: FastPaths = field(default_factory=FastPaths)  # CUDA fast paths: precision, channels_last, compile
     val_every: int = 200
     val_cases: int | None = None
     val_overlap: float = 0.25
@@ -138,7 +139,8 @@ class _Trainer:
         self.device = distributed.setup(resolve_device(cfg.device), cfg.dist_timeout)
         self.rank, self.world_size = distributed.rank(), distributed.world_size()
         self.is_main = self.rank == 0
-        self.amp = amp_enabled(self.device, cfg.amp)
+        self.fast = cfg.fast if cfg.amp else replace(cfg.fast, precision="fp32")
+        self.amp = self.fast.amp_dtype(self.device) is not None
         self.workdir = cfg.workdir_path()
         self.last_ckpt, self.best_ckpt = self.workdir / "last.pt", self.workdir / "best.pt"
         if not cfg.resume and self.last_ckpt.exists():
@@ -197,6 +199,8 @@ class _Trainer:
                                 domains=self._split_domains(), class_fractions=self._class_fractions(),
                                 options=dict(c.method_options))
         self.method = build_method(c.method, context).to(self.device)
+        # channels_last for every network of the method (EMA teachers too); compiled: the trainable one.
+        self.fast.prepare_network(self.method, self.device, compiled=self.method.trainable())
         if self.method.uses_unlabeled and not self.unlabeled_cases:
             raise ConfigError(f"method {c.method!r} learns from unlabeled images, but {c.data} lists none "
                               f"(add an 'unlabeled' list or imagesUn/, or use --method supervised)")
@@ -224,7 +228,7 @@ class _Trainer:
             return 1.0
 
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp)
+        self.scaler = self.fast.grad_scaler(self.device)  # loss scaling for fp16 only
         self.labeled_stream = PatchStream(self.train_cases, self.patch, c.batch_labeled, seed=c.seed,
                                           rank=self.rank, fg_ratio=c.fg_ratio, augment=c.augment, with_labels=True,
                                           task_balanced=bool(self.method.opts.get("task_balanced", False)))
@@ -284,7 +288,8 @@ class _Trainer:
         self.events.emit("start", total_iterations=c.iterations, start_iteration=start_it, method=c.method,
                          device=str(self.device), patch=self.patch, labeled=len(self.train_cases),
                          validation=len(self.val_cases), unlabeled=len(self.unlabeled_cases),
-                         amp=self.amp, resumed=bool(c.resume), world_size=self.world_size,
+                         amp=self.amp, fast_paths=self.fast.describe(self.device), resumed=bool(c.resume),
+                         world_size=self.world_size,
                          global_batch_labeled=c.batch_labeled * self.world_size,
                          global_batch_unlabeled=c.batch_unlabeled * self.world_size)
         ckpt_every = c.checkpoint_every or c.val_every
@@ -344,11 +349,10 @@ class _Trainer:
 
     def _step(self, it: int) -> dict[str, float]:
         self.method.train()
-        labeled = _to_device(next(self.labeled_stream), self.device)
-        unlabeled = _to_device(next(self.unlabeled_stream), self.device) if self.unlabeled_stream else None
+        labeled = _to_device(next(self.labeled_stream), self.device, self.fast)
+        unlabeled = _to_device(next(self.unlabeled_stream), self.device, self.fast) if self.unlabeled_stream else None
         self.method.before_optimizer_step(it)
-        autocast = torch.autocast(self.device.type) if self.amp else nullcontext()
-        with autocast:
+        with self.fast.autocast(self.device):
             losses = self.method.training_step(labeled, unlabeled, it)
         total = losses["total"]
         if not torch.isfinite(total):
@@ -380,7 +384,7 @@ class _Trainer:
                 # The case is annotated for its task only: score (and, prompted, predict) those structures.
                 chosen = [lab for lab in chosen if lab["task"] == self.space.task_names[case.task]]
             pred = predict_classes(net, manifest, case.image[0], self.device, chosen, overlap=self.cfg.val_overlap,
-                                   use_amp=self.cfg.amp)
+                                   fast=self.fast)
             for lab in chosen:
                 per_label[lab["name"]].append(_dice(pred == lab["value"], case.label == lab["value"]))
         # The model card's measured inference cost: sliding window over a validation case.
@@ -473,7 +477,8 @@ class _Trainer:
             "training": {"iterations": c.iterations, "seconds": round(seconds, 1), "device": str(self.device),
                          "peak_memory_mb": round(peak, 1), "seed": c.seed, "batch_labeled": c.batch_labeled,
                          "batch_unlabeled": c.batch_unlabeled, "optimizer": self.opt_name,
-                         "schedule": self.schedule, "amp": self.amp, "world_size": self.world_size},
+                         "schedule": self.schedule, "amp": self.amp, "world_size": self.world_size,
+                         "fast_paths": self.fast.describe(self.device)},
         }
         if self.inference_cost:
             card["inference"] = self.inference_cost
@@ -503,8 +508,10 @@ def auto_patch(shapes: list[tuple[int, ...]], cap: int = 128) -> list[int]:
     return [int(min(cap, max(16, (int(m) // 16) * 16))) for m in med]
 
 
-def _to_device(batch: dict, device: torch.device) -> dict:
-    return {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+def _to_device(batch: dict, device: torch.device, fast: FastPaths) -> dict:
+    """The batch's tensors on `device`; 5D images in the network's memory format."""
+    return {k: (fast.prepare_input(v.to(device, non_blocking=True)) if isinstance(v, torch.Tensor) else v)
+            for k, v in batch.items()}
 
 
 def _dice(pred: np.ndarray, gt: np.ndarray) -> float:

@@ -27,7 +27,7 @@ from monai.transforms import (
     ScaleIntensityRange,
     ScaleIntensityRangePercentiles,
 )
-from monai.utils import convert_to_numpy
+from monai.utils import convert_to_numpy, convert_to_tensor
 
 from .errors import ConfigError, DataError
 from .volume import Volume
@@ -123,11 +123,20 @@ def preprocess_image(volume: Volume, prep: Preprocessing) -> np.ndarray:
     Takes no label on purpose: whatever happens here also happens at
     prediction, where there is none.
     """
+    return preprocess_image_tensor(volume, prep, torch.device("cpu")).numpy()
+
+
+def preprocess_image_tensor(volume: Volume, prep: Preprocessing, device: torch.device) -> torch.Tensor:
+    """`preprocess_image` computed on `device` (the GPU at prediction): float32 (z, y, x) tensor there.
+
+    The same MONAI transforms on a tensor that lives on `device`, so the raw volume crosses to the GPU
+    once and the resampling and normalisation run there.
+    """
     _check_volume(volume, "image")
     arr = np.asarray(volume.array, dtype=np.float32)
-    if not np.isfinite(arr).all():
+    img = torch.from_numpy(np.ascontiguousarray(arr)).to(device)[None]
+    if not bool(torch.isfinite(img).all()):
         raise DataError(f"{volume.path or 'image'}: contains NaN or infinite voxels")
-    img = torch.from_numpy(np.ascontiguousarray(arr))[None]
     shape = _target_shape(volume, prep)
     if shape != tuple(arr.shape):
         # Blur before shrinking so downsampling does not alias; trilinear with
@@ -143,7 +152,7 @@ def preprocess_image(volume: Volume, prep: Preprocessing) -> np.ndarray:
     elif prep.intensity == "percentile":
         lo, hi = prep.percentiles
         img = ScaleIntensityRangePercentiles(lower=lo, upper=hi, b_min=0.0, b_max=1.0, clip=True)(img)
-    return convert_to_numpy(img, dtype=np.float32)[0]
+    return convert_to_tensor(img, dtype=torch.float32, device=device, track_meta=False)[0]
 
 
 def preprocess_label(label: Volume, prep: Preprocessing) -> np.ndarray:

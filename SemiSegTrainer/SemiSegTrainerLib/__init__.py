@@ -21,11 +21,10 @@ from SemiSegTrainerLib.export import (  # noqa: F401
 from SemiSegTrainerLib.jobs import TrainingJobFolder, TrainingRunner, findResumableJobs, registerModel  # noqa: F401
 from SemiSegTrainerLib.progress import TrainingProgress, formatDuration  # noqa: F401
 from SemiSegTrainerLib.settings import (  # noqa: F401
-    FALLBACK_METHODS,
     RECOMMENDED_METHOD,
     MethodInfo,
     TrainingSettings,
     buildTrainCommand,
     parseMethodsJson,
-    queryMethods,
+    readMethods,
 )

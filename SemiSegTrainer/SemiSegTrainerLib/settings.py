@@ -1,13 +1,13 @@
-"""Training methods and settings: the method list (from `semiseg methods --json`, with a
-static fallback), the settings the panel edits, their validation, the `semiseg train`
-command line, and remembering them between sessions (QSettings-like store, 'SemiSeg/...')."""
+"""Training methods and settings: the method list (Resources/methods.json, the engine's
+`semiseg methods --json` shipped with the module, so that opening the panel starts no process),
+the settings the panel edits, their validation, the `semiseg train` command line, and
+remembering them between sessions (QSettings-like store, 'SemiSeg/...')."""
 
 from __future__ import annotations
 
 import json
-import subprocess
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Optional
+from typing import Optional
 
 from SemiSegTogetherLib.command import engineCommand
 
@@ -15,29 +15,32 @@ RECOMMENDED_METHOD = "mean-teacher"
 SETTINGS_PREFIX = "SemiSeg/Trainer/"
 DEVICES = ("auto", "cpu", "cuda")
 
+# What each method does, in a clinician's words; the engine's technical description goes in the tooltip.
+PLAIN_DESCRIPTIONS = {
+    "supervised": "Learns from your segmented cases only. The simplest choice, and the one to compare against.",
+    "mean-teacher": "Learns from your segmented cases and also from the scans nobody segmented, by asking for "
+                    "the same answer on slightly changed copies of each scan. A good first choice.",
+    "ad": "For small or rare structures, or when the scans come from other scanners or hospitals than the "
+          "segmented cases. Slower to train.",
+    "versemi": "One model for several structures that were segmented in different groups of cases (for "
+               "example the liver in some, the vessels in others).",
+    "dual-contrast": "Two models check each other on the scans nobody segmented; can help when borders are "
+                     "faint. Slower to train.",
+}
+
 
 @dataclass
 class MethodInfo:
     name: str
-    description: str = ""
+    description: str = ""                            # the engine's (technical) description
     options: dict = field(default_factory=dict)      # option -> default
     optionHelp: dict = field(default_factory=dict)   # option -> one line
 
     def label(self) -> str:
         return f"{self.name} (recommended)" if self.name == RECOMMENDED_METHOD else self.name
 
-
-FALLBACK_METHODS = [  # shown when the engine cannot be asked (same names and gist as `semiseg methods`)
-    MethodInfo("supervised", "V-Net trained on the labeled cases only; the baseline."),
-    MethodInfo("mean-teacher", "An EMA teacher gives targets on unlabeled images; the student matches them "
-                               "(consistency)."),
-    MethodInfo("ad", "A&D (DiffVNet): a diffusion decoder and a labeled decoder guide the unlabeled decoder; "
-                     "also for class imbalance and domain shift."),
-    MethodInfo("versemi", "Segment Together: one task-prompted V-Net over several datasets, with consistency "
-                          "on unlabeled images."),
-    MethodInfo("dual-contrast", "Two different subnetworks check each other's pseudo-labels, with a prototype "
-                                "contrastive term."),
-]
+    def plainDescription(self) -> str:
+        return PLAIN_DESCRIPTIONS.get(self.name, self.description)
 
 
 def parseMethodsJson(text: str) -> list:
@@ -60,16 +63,13 @@ def parseMethodsJson(text: str) -> list:
     return methods
 
 
-def queryMethods(pythonExecutable: str, env: dict, run: Callable = subprocess.run, timeout: float = 120.0):
-    """(methods, error): the engine's list, or the static fallback and why the engine could not be asked."""
+def readMethods(path: str) -> list:
+    """The method list shipped with the module (recommended first); ValueError naming the file otherwise."""
     try:
-        completed = run(engineCommand(pythonExecutable, "methods", ["--json"]), env=env, capture_output=True,
-                        text=True, timeout=timeout)
-        if completed.returncode != 0:
-            raise RuntimeError((completed.stderr or "").strip().splitlines()[-1:] or f"exit {completed.returncode}")
-        return parseMethodsJson(completed.stdout), None
-    except Exception as e:  # engine not installed yet, torch missing, timeout, bad output
-        return [MethodInfo(m.name, m.description) for m in FALLBACK_METHODS], str(e)
+        with open(path, encoding="utf-8") as f:
+            return sortMethods(parseMethodsJson(f.read()))
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path}: cannot read the method list ({e})") from e
 
 
 def sortMethods(methods: list) -> list:
