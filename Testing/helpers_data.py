@@ -116,3 +116,24 @@ def write_dataset(
     path = root / "dataset.json"
     path.write_text(json.dumps(spec, indent=1))
     return path
+
+
+def write_nnunet_dataset(root: Path, n_train: int = 2, n_test: int = 1, n_unlabeled: int = 0, channels=("MRI",),
+                         labels=None, shape=(6, 8, 10), ending: str = ".nii.gz", json_file: bool = True) -> Path:
+    """An nnU-Net v2 raw dataset (CASE_XXXX channel files, v2 dataset.json); returns its folder."""
+    plan = [("imagesTr", "labelsTr", "case", n_train), ("imagesTs", None, "test", n_test),
+            ("imagesUn", None, "pool", n_unlabeled)]
+    for image_dir, label_dir, prefix, n in plan:
+        for i in range(n):
+            case = f"{prefix}_{i:03d}"
+            image = make_volume(shape=shape, seed=i)
+            for c in range(len(channels)):
+                write_volume(image.with_array(image.array + c), root / image_dir / f"{case}_{c:04d}{ending}")
+            if label_dir:
+                write_volume(make_label(image, (1,)), root / label_dir / f"{case}{ending}")
+    if json_file:
+        spec = {"channel_names": {str(i): n for i, n in enumerate(channels)},
+                "labels": labels or {"background": 0, "left atrium": 1}, "numTraining": n_train,
+                "file_ending": ending}
+        (root / "dataset.json").write_text(json.dumps(spec, indent=1))
+    return root

@@ -116,8 +116,8 @@ def test_resume_reuses_finished_runs_with_the_same_settings(bench_run, tmp_path)
 
 
 def test_paper_profile_is_the_la_protocol():
-    # BENCHMARKS.md §6.2: native 0.625 mm, patch 112×112×80 (x, y, z → d, h, w = 80, 112, 112), batch 2 + 2,
-    # the 15k-iteration budget of MC-Net onward.
+    # UA-MT's LA protocol (code/train_LA_meanteacher_certainty_unlabel.py:29-30, 61): native 0.625 mm, patch
+    # 112×112×80 (x, y, z → d, h, w = 80, 112, 112), batch 2 + 2; the 15k-iteration budget of MC-Net onward.
     from semiseg.bench import PROFILES
     paper = PROFILES["paper"]
     assert paper["spacing"] is None and paper["patch"] == [80, 112, 112]

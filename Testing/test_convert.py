@@ -99,3 +99,13 @@ def test_bad_source_and_n_labeled(tmp_path):
     src = fake_uamt(tmp_path / "data")
     with pytest.raises(ConfigError, match="n_labeled=4"):
         convert_la_h5(src, tmp_path / "la", n_labeled=4)
+
+
+def test_convert_command_shows_progress_over_the_cases(tmp_path, capsys):
+    from semiseg.cli import main
+    src = fake_uamt(tmp_path / "data")
+    assert main(["convert", "la-h5", str(src), str(tmp_path / "la"), "--labeled", "2"]) == 0
+    err = capsys.readouterr().err
+    assert "convert la-h5" in err and "4/4" in err  # 3 training + 1 test case
+    assert main(["convert", "la-h5", str(src), str(tmp_path / "la2"), "--labeled", "2", "--quiet"]) == 0
+    assert "4/4" not in capsys.readouterr().err

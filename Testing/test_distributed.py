@@ -116,7 +116,7 @@ def _supervised_float64(data: Path, out: Path, batch_labeled: int) -> dict:
         trainer.method.net.register_forward_pre_hook(lambda _, args: tuple(a.double() for a in args))
         names = {id(p): n for n, p in trainer.method.named_parameters()}
         grads: list[dict] = []
-        trainer.optimizer.register_step_pre_hook(lambda opt, *_: grads.append(
+        trainer.optimisation.optimizer.register_step_pre_hook(lambda opt, *_: grads.append(
             {names[id(p)]: p.grad.clone() for g in opt.param_groups for p in g["params"] if p.grad is not None}))
         init = {k: v.clone() for k, v in trainer.method.state_dict().items()}
         trainer.run()

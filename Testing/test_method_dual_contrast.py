@@ -68,7 +68,7 @@ def grad_norm(module):
 
 def test_registered_with_reference_optimiser():
     assert "dual-contrast" in method_names()
-    # SGD 0.01, momentum 0.9, wd 1e-4; lr x0.1 at 2.5k and 5k of 6k iterations (METHODS.md §3.5).
+    # SGD 0.01, momentum 0.9, wd 1e-4; lr x0.1 at 2.5k and 5k of 6k iterations (SSL-contrastive src/train_LA.py:225-226, 324-329).
     assert DualContrast.preferred_optimizer == {"optimizer": "sgd", "lr": 1e-2, "momentum": 0.9,
                                                 "weight_decay": 1e-4, "schedule": "step",
                                                 "milestones": [2500 / 6000, 5000 / 6000]}

@@ -202,15 +202,15 @@ def test_validation_never_uses_test_cases(tiny_run, tmp_path, monkeypatch):
     start = read_events(tiny_run.events)[0]
     assert (start["labeled"], start["validation"], start["unlabeled"]) == (3, 1, 4)
     # The cases the loop actually prepares: validation from the training split, the test split never read.
-    import semiseg.train as train_module
+    import semiseg.training.data as data_module
     prepared = []
-    real = train_module.prepare_case
+    real = data_module.prepare_case
 
     def spy(case, *args):
         prepared.append(case.id)
         return real(case, *args)
 
-    monkeypatch.setattr(train_module, "prepare_case", spy)
+    monkeypatch.setattr(data_module, "prepare_case", spy)
     trainer = _Trainer(config(tiny_run.dataset, tmp_path), EventWriter(None))
     assert {c.id for c in trainer.val_cases} == {c.id for c in held_out}
     assert {c.id for c in trainer.val_cases} <= train_ids

@@ -13,6 +13,7 @@ supervised baseline, and the report opens with the paired gain (method − twin,
 from __future__ import annotations
 
 import json
+import os
 import platform
 import shlex
 import shutil
@@ -26,16 +27,18 @@ import torch
 
 from semiseg import __version__
 from semiseg.atomic import atomic_path
-from semiseg.datasets import load_dataset
+from semiseg.datasets import load_dataset, read_channels
 from semiseg.devices import resolve_device
 from semiseg.errors import ConfigError
 from semiseg.evaluate import evaluate_folder
 from semiseg.events import _clean
-from semiseg.figures import dice_boxplot, overlay_figure, validation_curves
+from semiseg.figures import dice_boxplot, validation_curves
 from semiseg.infer import predict_volume
 from semiseg.io import read_label, read_volume, write_volume
 from semiseg.methods import method_class, method_names
 from semiseg.model import load_model
+from semiseg.overlays import overlay_planes
+from semiseg.predict_cases import prediction_name
 from semiseg.train import TrainConfig, train
 
 # Settings per profile; command-line flags override them.
@@ -45,8 +48,9 @@ PROFILES: dict[str, dict] = {
     # minutes and all six variants about 70 (measured, docs/benchmarks/la-dev-cpu-lite).
     "cpu-lite": {"spacing": [2.0, 2.0, 2.0], "patch": [32, 48, 48], "iterations": 300, "val_every": 50,
                  "batch_labeled": 2, "batch_unlabeled": 2, "overlap": 0.5, "options": {"n_filters": 16}},
-    # The LA protocol of BENCHMARKS.md §6: native 0.625 mm, patch 112×112×80, 15k iterations, batch 2+2,
-    # SGD 0.01 poly; meant for a GPU.
+    # The LA protocol: native 0.625 mm, patch 112×112×80 and batch 2 labeled + 2 unlabeled as UA-MT (Yu et al.,
+    # MICCAI 2019; github.com/yulequan/UA-MT at 88ed29a, code/train_LA_meanteacher_certainty_unlabel.py:29-30,
+    # 61), the 15k iterations of MC-Net onward (Wu et al., MICCAI 2021, arXiv 2103.02911), SGD 0.01 poly; for a GPU.
     "paper": {"spacing": None, "patch": [80, 112, 112], "iterations": 15000, "val_every": 500,
               "batch_labeled": 2, "batch_unlabeled": 2, "overlap": 0.5, "options": {}},
     # The built-in phantoms (`semiseg synthetic`, 48³): native spacing, whole-ish 32³ patches, 2 CPU cores.
@@ -67,8 +71,8 @@ class BenchSettings:
     methods: list[str]
     seeds: list[int]
     profile: str = "cpu-lite"
-    out: Path = Path("docs/benchmarks")
-    workdir: Path | None = None
+    out: Path | None = None  # the report goes to OUT/NAME; None: NAME under the current folder
+    workdir: Path | None = None  # None: OUT/NAME/runs
     device: str = "auto"
     iterations: int | None = None
     lcc: bool = False
@@ -95,7 +99,8 @@ def run_bench(args) -> Path:
     """Entry from the CLI (argparse namespace)."""
     settings = BenchSettings(
         data=Path(args.data), name=args.name, methods=split_methods(args.methods),
-        seeds=[int(s) for s in args.seeds.split(",") if s], profile=args.profile, out=Path(args.out),
+        seeds=[int(s) for s in args.seeds.split(",") if s], profile=args.profile,
+        out=Path(args.out) if args.out else None,
         workdir=Path(args.workdir) if args.workdir else None, device=args.device, iterations=args.iterations,
         lcc=args.lcc, overwrite=args.overwrite, resume=args.resume, progress=not args.quiet,
         command="semiseg " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
@@ -106,8 +111,14 @@ def run_bench(args) -> Path:
 
 def bench(s: BenchSettings) -> Path:
     p = s.profile_settings()
-    report_dir = s.out / s.name
-    work = s.workdir or Path("runs") / "bench" / s.name
+    report_dir = (s.out if s.out is not None else Path.cwd()) / s.name
+    work = s.workdir or report_dir / "runs"
+    for what, path, flag in (("the report", report_dir, s.out), ("the runs", work, s.workdir)):
+        tree = source_tree(path)
+        if flag is None and tree is not None:
+            raise ConfigError(f"{path}: {what} would go inside the source tree {tree} by default; run the benchmark "
+                              f"from another folder, or name the place on purpose with --out (report) and "
+                              f"--workdir (models, checkpoints, predictions)")
     if report_dir.exists() and any(report_dir.iterdir()) and not s.overwrite:
         raise ConfigError(f"{report_dir}: exists and is not empty (pass --overwrite or choose another --name)")
     if work.exists() and any(work.iterdir()) and not (s.overwrite or s.resume):
@@ -122,12 +133,20 @@ def bench(s: BenchSettings) -> Path:
     peer_runs = [r for f in s.peers or [] for r in _read_peer(f)]  # read first: a bad file fails before training
     runs = []
     started = time.perf_counter()
+    todo = []
     for variant in s.methods:
         method, own = parse_variant(variant)
         cls = method_class(method)
         options = {**{k: v for k, v in p["options"].items() if k in cls.defaults}, **own}
-        for seed in s.seeds:
-            runs.append(_cached_run(s, p, ds, variant, method, options, seed, device, work))
+        todo += [(variant, method, options, seed) for seed in s.seeds]
+    clock = RunClock(len(todo))
+    for variant, method, options, seed in todo:
+        if s.progress:
+            print(f"semiseg bench: {clock.line(f'{variant} seed {seed}')}", file=sys.stderr, flush=True)
+        run_start = time.perf_counter()
+        run, reused = _cached_run(s, p, ds, variant, method, options, seed, device, work)
+        clock.finished(time.perf_counter() - run_start, reused)
+        runs.append(run)
     runs += peer_runs
     s = replace(s, methods=[*s.methods, *dict.fromkeys(r["method"] for r in peer_runs)])
     results = _aggregate(s, p, ds, runs, device, time.perf_counter() - started)
@@ -136,6 +155,37 @@ def bench(s: BenchSettings) -> Path:
     _figures(report_dir, ds, runs, s)
     (report_dir / "report.md").write_text(_report(results), encoding="utf-8")
     return report_dir / "report.md"
+
+
+def source_tree(path: Path) -> Path | None:
+    """The nearest folder at or above `path` that is a source checkout (holds .git or pyproject.toml)."""
+    for folder in [Path(os.path.abspath(path)), *Path(os.path.abspath(path)).parents]:
+        if (folder / ".git").exists() or (folder / "pyproject.toml").is_file():
+            return folder
+    return None
+
+
+class RunClock:
+    """Overall progress of a benchmark: which run is next and, from the runs trained so far, the time left."""
+
+    def __init__(self, total: int):
+        self.total, self.done, self.trained, self.trained_seconds = total, 0, 0, 0.0
+        self.started = time.perf_counter()
+
+    def finished(self, seconds: float, reused: bool) -> None:
+        self.done += 1
+        if not reused:  # a run reused under --resume says nothing about how long the others take
+            self.trained += 1
+            self.trained_seconds += seconds
+
+    def eta_seconds(self) -> float | None:
+        return None if not self.trained else self.trained_seconds / self.trained * (self.total - self.done)
+
+    def line(self, what: str) -> str:
+        spent = (time.perf_counter() - self.started) / 60
+        eta = self.eta_seconds()
+        left = "time left known after the first run" if eta is None else f"about {eta / 60:.1f} min left"
+        return f"run {self.done + 1}/{self.total} ({what}); {spent:.1f} min so far, {left}"
 
 
 def slug(variant: str) -> str:
@@ -186,7 +236,7 @@ def parse_variant(spec: str) -> tuple[str, dict]:
     return method, options
 
 
-def _cached_run(s, p, ds, variant, method, options, seed, device, work) -> dict:
+def _cached_run(s, p, ds, variant, method, options, seed, device, work) -> tuple[dict, bool]:
     """A finished run of the same settings is reused under --resume (each run's results are written as
     soon as it ends, so an interrupted benchmark loses at most the run in progress)."""
     key = {"data": str(Path(s.data).resolve()), "profile": {k: v for k, v in p.items() if k != "options"},
@@ -196,12 +246,12 @@ def _cached_run(s, p, ds, variant, method, options, seed, device, work) -> dict:
     if s.resume and record.exists():
         saved = json.loads(record.read_text(encoding="utf-8"))
         if saved.get("key") == json.loads(json.dumps(key)):
-            return saved["run"]
+            return saved["run"], True
     run = _run_one(s, p, ds, variant, method, options, seed, device, work)
     record.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(record, ".json") as tmp:
         tmp.write_text(json.dumps(_clean({"key": key, "run": run}), indent=2) + "\n", encoding="utf-8")
-    return run
+    return run, False
 
 
 def _read_peer(path: Path) -> list[dict]:
@@ -239,9 +289,9 @@ def _run_one(s, p, ds, variant, method, options, seed, device, work) -> dict:
         pred_dir = work / "predictions" / tag / ckpt
         seconds = []
         for case in ds.test:
-            label, stats = predict_volume(net, manifest, read_volume(case.image), device, overlap=p["overlap"],
+            label, stats = predict_volume(net, manifest, read_channels(case), device, overlap=p["overlap"],
                                           lcc=s.lcc)
-            write_volume(label, pred_dir / case.image.name)
+            write_volume(label, pred_dir / prediction_name(case.id, case.image))
             seconds.append(stats["seconds"])
         metrics = evaluate_folder(pred_dir, s.data, split="test")
         run["checkpoints"][ckpt] = {"predictions": str(pred_dir), "infer_seconds_per_volume": float(np.mean(seconds)),
@@ -420,6 +470,9 @@ def _figures(report_dir: Path, ds, runs: list[dict], s: BenchSettings) -> None:
     image, truth = read_volume(case.image), read_label(case.label)
     for method in s.methods:
         run = next(r for r in runs if r["method"] == method)
-        pred = read_label(Path(run["checkpoints"]["best"]["predictions"]) / case.image.name).array
-        overlay_figure(image.array, truth.array, {f"{method} (seed {run['seed']})": pred},
-                       report_dir / f"overlay_{slug(method)}.png", title=case.id, spacing_zyx=image.spacing_zyx)
+        predictions = Path(run["checkpoints"]["best"]["predictions"])
+        pred = read_label(predictions / prediction_name(case.id, case.image)).array
+        names = {value: name for name, value in ds.foreground_labels.items()}
+        overlay_planes(image.array, report_dir / f"overlay_{slug(method)}.png", names,
+                       {f"{method} (seed {run['seed']})": pred}, truth=truth.array, spacing_zyx=image.spacing_zyx,
+                       title=f"{case.id}: truth (solid outline), {method} seed {run['seed']} (filled)")

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from semiseg import __version__
-from semiseg.errors import SemiSegError
+from semiseg.errors import INTERRUPTED_EXIT_CODE, Interrupted, SemiSegError
 
 
 def _csv_ints(text: str) -> list[int]:
@@ -69,7 +69,8 @@ def cmd_synthetic(args) -> int:
 
 def cmd_convert(args) -> int:
     from semiseg.convert import convert_la_h5
-    out = convert_la_h5(Path(args.src), Path(args.dst), n_labeled=args.labeled, overwrite=args.overwrite)
+    out = convert_la_h5(Path(args.src), Path(args.dst), n_labeled=args.labeled, overwrite=args.overwrite,
+                        progress=not args.quiet)
     print(f"wrote {out}")
     return 0
 
@@ -111,8 +112,11 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-every", type=int, default=200, help="validate every N iterations (default 200)")
     p.add_argument("--val-cases", type=int, help="labeled cases held out for validation and checkpoint "
                                                  "selection (default: a fifth, at least 1, when ≥3 labeled)")
-    p.add_argument("--fg-ratio", type=float, default=0.33, help="share of labeled patches centred on foreground")
-    p.add_argument("--augment", default="standard", choices=["none", "light", "standard", "strong"])
+    p.add_argument("--fg-ratio", type=float, default=0.33, help="share of labeled patches centred on a foreground "
+                   "voxel of a random class, as nnU-Net oversamples (default 0.33)")
+    p.add_argument("--augment", default="standard", choices=["none", "light", "standard", "strong"],
+                   help="augmentation: light = flips, axial 90° turns, mild intensity; standard (default) adds a "
+                        "small affine; strong = larger and more often; none")
     p.add_argument("--option", action="append", metavar="KEY=VALUE",
                    help="method option (repeatable); `semiseg methods` lists them")
     add_fast_path_arguments(p)
@@ -190,65 +194,23 @@ def cmd_train(args) -> int:
             return _launch_torchrun(args)
     from semiseg.train import train
     cfg = _train_config(args, seed=args.seed, workdir=args.workdir, resume=args.resume, events=args.events,
-                        label_info=args.label_info, name=args.name, overwrite=args.overwrite,
+                        label_info=args.label_info, name=args.name, modality=args.modality,
+                        overwrite=args.overwrite,
                         progress=not args.quiet, sync_bn=args.sync_bn, dist_timeout=args.dist_timeout)
     result = train(cfg)
     if distributed.launch_rank() != 0:
         return 0  # rank 0 reports
     best = f"best validation Dice {result.best_dice:.4f} at {result.best_iteration}" if result.best_dice is not None \
         else "no validation cases"
-    print(f"wrote {result.model} ({result.iterations} iterations, {result.seconds:.0f} s, {best})")
+    from semiseg.training.curves import curves_path
+    print(f"wrote {result.model} ({result.iterations} iterations, {result.seconds:.0f} s, {best}); curves "
+          f"{curves_path(result.model)}")
     return 0
 
 
 def cmd_predict(args) -> int:
-    import time
-    from semiseg.devices import resolve_device
-    from semiseg.events import EventWriter
-    from semiseg.infer import predict_volume
-    from semiseg.io import read_volume, write_volume
-    from semiseg.model import load_model
-
-    out = Path(args.output)
-    if out.exists() and not args.overwrite:
-        raise SemiSegError(f"{out}: already exists (choose another --output or pass --overwrite)")
-    with EventWriter(args.events) as events:
-        try:
-            device = resolve_device(args.device)
-            events.emit("start", input=str(args.input), device=str(device))
-            start = time.perf_counter()
-            net, manifest = load_model(Path(args.model), device)
-            events.emit("progress", fraction=0.0, stage="model loaded")
-            volume = read_volume(Path(args.input))
-            prompts = [p for p in (args.prompts or "").split(",") if p.strip()] or None
-
-            def progress(fraction: float) -> None:
-                events.emit("progress", fraction=round(0.05 + 0.9 * fraction, 4), stage="sliding window")
-
-            label, stats = predict_volume(net, manifest, volume, device, prompts=prompts, overlap=args.overlap,
-                                          sw_batch_size=args.sw_batch_size, blend=args.blend, lcc=args.lcc,
-                                          fast=_fast_paths(args), preprocess_on_device=not args.cpu_preprocessing,
-                                          progress=progress)
-            if out.name.lower().endswith(".seg.nrrd"):  # segments with the model's names, colours, terminology
-                from semiseg.segfile import write_segmentation
-                write_segmentation(label, [lab for lab in manifest["labels"] if not prompts or lab["name"] in prompts],
-                                   out, overwrite=args.overwrite)
-            else:
-                write_volume(label, out, overwrite=args.overwrite)
-            written = [str(out)]
-            if args.surface:
-                from semiseg.surface import write_surfaces
-                names = {lab["name"]: lab["value"] for lab in manifest["labels"]}
-                written += [str(p) for p in write_surfaces(label, Path(args.surface), names,
-                                                           overwrite=args.overwrite)]
-            seconds = time.perf_counter() - start
-            events.emit("done", output=str(out), files=written, seconds=seconds, **{
-                k: v for k, v in stats.items() if k != "seconds"})
-        except Exception as exc:
-            events.emit("error", message=f"{exc}")
-            raise
-    print(f"wrote {', '.join(written)} ({stats['seconds']:.1f} s on {stats['device']})", file=sys.stderr)
-    return 0
+    from semiseg.predict_command import run_predict
+    return run_predict(args, started=args.started)
 
 
 def cmd_suggest(args) -> int:
@@ -332,24 +294,28 @@ def cmd_bench(args) -> int:
 # ---- parser ---------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="semiseg", description="Semi-supervised 3D medical image segmentation: "
-                                     "train on a few labeled scans plus an unlabeled pool, then segment new scans.")
+                                     "train on a few labeled scans plus an unlabeled pool, then segment new scans.",
+                                     epilog="Exit codes: 0 done; 2 an error the message explains (bad input, "
+                                            "setting or model); 130 interrupted (Ctrl-C or SIGTERM; train first "
+                                            "writes a checkpoint that --resume continues).")
     parser.add_argument("--version", action="version", version=f"semiseg {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("demo", help="synthetic data → train → predict → evaluate → demo-output/report.md")
     p.add_argument("--out", default="demo-output", help="output folder (default demo-output)")
     p.add_argument("--iterations", type=int, default=300, help="iterations per method (default 300)")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto (default: CUDA if present, else CPU) | cpu | cuda | "
+                                                    "cuda:N | mps")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("synthetic", help="generate a phantom dataset (tasks and scanner domains optional)")
     p.add_argument("out", help="new dataset folder")
-    p.add_argument("--labeled", type=int, default=4)
-    p.add_argument("--unlabeled", type=int, default=8)
-    p.add_argument("--test", type=int, default=4)
+    p.add_argument("--labeled", type=int, default=4, help="labeled training cases (default 4)")
+    p.add_argument("--unlabeled", type=int, default=8, help="unlabeled pool cases (default 8)")
+    p.add_argument("--test", type=int, default=4, help="labeled test cases (default 4)")
     p.add_argument("--shape", type=_csv_ints, default=[48, 48, 48], help="d,h,w (default 48,48,48)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed of the phantoms (default 0)")
     p.add_argument("--tasks", help="label subsets per task, e.g. 'organs=organ,vessel;lesions=lesion' "
                                    "(each labeled case is annotated for one task only)")
     p.add_argument("--labeled-domains", help="scanner domains of labeled cases (scanner-a, scanner-b, scanner-c)")
@@ -368,6 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dst", help="new dataset folder")
     p.add_argument("--labeled", type=int, default=8, help="first N of train.list are labeled (default 8)")
     p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bar over the cases")
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("train", help="train a model; writes a NAME.semiseg model package", epilog=DDP_HELP,
@@ -375,12 +342,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="dataset folder or dataset.json")
     p.add_argument("--method", default="mean-teacher", help="training method (see `semiseg methods`)")
     p.add_argument("--out", required=True, help="model package to write, e.g. models/la.semiseg")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seeds weights, sampling and augmentation (default 0); "
+                   "the validation split does not depend on it")
     p.add_argument("--workdir", help="checkpoints folder (default OUT.work)")
     p.add_argument("--resume", action="store_true", help="continue from WORKDIR/last.pt at the same iteration")
     p.add_argument("--events", help="write JSON-lines progress events to FILE, or - for stdout")
     p.add_argument("--label-info", help="JSON {label: {color: [r,g,b], terminology: {...}}} for the model card")
     p.add_argument("--name", help="model name in the model card")
+    p.add_argument("--modality", help="imaging modality for the model card (e.g. MR, CT) when the dataset does not "
+                                      "say (Decathlon 'modality', nnU-Net 'channel_names'); default: the dataset's")
     p.add_argument("--overwrite", action="store_true", help="replace an existing model package")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--gpus", type=int, metavar="N", help="train with N processes on this machine (DDP via "
@@ -397,9 +367,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="segment an image with a model package")
     p.add_argument("--model", required=True, help="NAME.semiseg model package")
-    p.add_argument("--input", required=True, help="image file (NIfTI, NRRD, MHA) or DICOM series folder")
-    p.add_argument("--output", required=True, help="label map to write (on exactly the input's grid); a "
-                   "NAME.seg.nrrd also keeps each structure's name, colour and terminology, as Slicer saves it")
+    p.add_argument("--input", required=True, nargs="+", metavar="PATH",
+                   help="image file (NIfTI, NRRD, MHA) or DICOM series folder; or a folder of images, or several "
+                        "paths: then every case is predicted with the model loaded once (nnU-Net channel files "
+                        "CASE_0000, CASE_0001 ... are one case)")
+    p.add_argument("--output", required=True, help="label map to write (on exactly the input's grid); with "
+                   "several cases a folder, each case's map named as nnU-Net names it (CASE.nii.gz, the input's "
+                   "extension); a NAME.seg.nrrd also keeps each structure's name, colour and terminology, as Slicer "
+                        "saves it")
+    p.add_argument("--preview", action="store_true", help="also write OUTPUT_preview.png next to each label map: "
+                   "the prediction over the image in three planes, three slices each, with a legend")
+    p.add_argument("--skip-existing", action="store_true", help="several cases: keep label maps that already exist "
+                   "and predict only the others (default: refuse, listing them)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar over the cases")
     p.add_argument("--prompts", help="comma-separated structure names to segment (default: all the model knows)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     p.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap (default 0.5)")
@@ -407,9 +387,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: what half the free GPU memory holds, at most 16; 1 on a CPU)")
     p.add_argument("--cpu-preprocessing", action="store_true", help="resample and normalise the image on the CPU "
                                                                     "(default: on the --device)")
-    p.add_argument("--blend", default="gaussian", choices=["gaussian", "constant"])
+    p.add_argument("--blend", default="gaussian", choices=["gaussian", "constant"],
+                   help="how overlapping windows are averaged: gaussian (default, centre weighted) or constant")
     p.add_argument("--lcc", action="store_true", help="keep the largest connected component of each label")
-    p.add_argument("--surface", help="also write a smoothed surface per label (.vtp or .stl)")
+    p.add_argument("--surface", help="also write a smoothed surface per label (.vtp or .stl); with several cases "
+                   "just the format (.vtp or .stl): CASE.vtp next to each label map")
     add_fast_path_arguments(p)
     p.add_argument("--events", help="JSON-lines progress events to FILE, or - for stdout")
     p.add_argument("--overwrite", action="store_true")
@@ -440,9 +422,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="write all metrics as JSON")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("bench", help="benchmark methods × seeds on one dataset; writes docs/benchmarks/NAME/")
+    p = sub.add_parser("bench", help="benchmark methods × seeds on one dataset; writes ./NAME/ (report, figures, "
+                                     "runs/)")
     p.add_argument("--data", required=True, help="dataset folder or dataset.json (needs a labeled test split)")
-    p.add_argument("--name", required=True, help="benchmark name (output folder under --out)")
+    p.add_argument("--name", required=True, help="benchmark name: the report goes to OUT/NAME/")
     p.add_argument("--methods", default="supervised,mean-teacher",
                    help="space- or comma-separated methods; a variant adds options after a colon, e.g. "
                         "'supervised mean-teacher dual-contrast:released=true'")
@@ -460,8 +443,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="runs of a peer tool from `semiseg peer` (repeatable), reported beside the methods")
     p.add_argument("--no-twins", action="store_true",
                    help="do not add each method's supervised twin (unlabeled=false) and plain supervised")
-    p.add_argument("--out", default="docs/benchmarks", help="reports folder (default docs/benchmarks)")
-    p.add_argument("--workdir", help="models, checkpoints and predictions (default runs/bench/NAME)")
+    p.add_argument("--out", help="folder that receives NAME/ (default: the current folder, so ./NAME/); by default "
+                                 "nothing is written inside a source checkout (a folder with .git or pyproject.toml)")
+    p.add_argument("--workdir", help="models, checkpoints and predictions (default OUT/NAME/runs)")
     p.add_argument("--resume", action="store_true", help="reuse the finished runs in --workdir whose settings "
                                                          "match; rerun the rest")
     p.add_argument("--overwrite", action="store_true")
@@ -491,17 +475,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import time
+    started = time.perf_counter()  # what `predict` reports as wall time: start-up included
     parser = build_parser()
     args = parser.parse_args(argv)
     args.raw_argv = list(argv) if argv is not None else sys.argv[1:]
+    args.started = started
     try:
         return args.func(args) or 0
+    except Interrupted as exc:  # train's own Ctrl-C handling: it stopped after writing a checkpoint
+        print(f"semiseg {args.command}: interrupted: {exc}", file=sys.stderr)
+        return INTERRUPTED_EXIT_CODE
     except SemiSegError as exc:
         print(f"semiseg {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"semiseg {args.command}: interrupted", file=sys.stderr)
-        return 130
+        print(f"semiseg {args.command}: interrupted (Ctrl-C)", file=sys.stderr)
+        return INTERRUPTED_EXIT_CODE
 
 
 if __name__ == "__main__":

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from semiseg.datasets import prepare_dataset_folder
 from semiseg.errors import ConfigError, DataError
@@ -24,8 +26,12 @@ LA_H5_NAME = "mri_norm2.h5"
 LA_CASES_FOLDER = "2018LA_Seg_Training Set"
 
 
-def convert_la_h5(src: str | os.PathLike, dst: str | os.PathLike, n_labeled: int = 8, overwrite: bool = False) -> Path:
+def convert_la_h5(src: str | os.PathLike, dst: str | os.PathLike, n_labeled: int = 8, overwrite: bool = False,
+                  progress: bool = True) -> Path:
     """Convert UA-MT's LA h5 files; the first `n_labeled` of train.list keep their labels.
+
+    A progress bar over the cases goes to stderr unless `progress` is False (a case takes a few seconds:
+    reading the h5 and compressing two NIfTI files).
 
     Returns the path of the dataset.json written in `dst`.
     """
@@ -43,7 +49,8 @@ def convert_la_h5(src: str | os.PathLike, dst: str | os.PathLike, n_labeled: int
     layout += [(i, "imagesTs", "labelsTs") for i in test_ids]
     entries = {"training": [], "unlabeled": [], "test": []}
     split_of = {"imagesTr": "training", "imagesUn": "unlabeled", "imagesTs": "test"}
-    for case_id, image_dir, label_dir in layout:
+    for case_id, image_dir, label_dir in tqdm(layout, desc="convert la-h5", unit="case", disable=not progress,
+                                              file=sys.stderr, dynamic_ncols=True):
         entry = _convert_case(sources[case_id], dst, f"la_{case_id}", image_dir, label_dir)
         entries[split_of[image_dir]].append(entry)
     return _write_dataset_json(dst, entries)

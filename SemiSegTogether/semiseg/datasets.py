@@ -1,5 +1,9 @@
 """Dataset description (dataset.json or an imagesTr/labelsTr folder) and its validation.
 
+Three layouts: a Decathlon/MONAI dataset.json listing every case, an nnU-Net v2 raw dataset
+(`DatasetNNN_Name/` with channel_names/file_ending and CASE_XXXX channel files, see semiseg.nnunet),
+and a bare imagesTr/labelsTr/... folder paired by file name.
+
 `load_dataset` reads the description and checks that it is consistent and that
 every listed file exists; `check_dataset` reads every image and label and
 reports all problems at once, or a summary when there are none.
@@ -15,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from semiseg import nnunet
 from semiseg.errors import DataError
 from semiseg.io import image_extension, read_label, read_volume, strip_image_extension
 
@@ -30,6 +35,12 @@ class Case:
     label: Path | None = None
     task: str | None = None
     domain: str | None = None
+    more_channels: tuple[Path, ...] = ()  # channels 1.. of a multi-channel case (nnU-Net CASE_0001, ...)
+
+    @property
+    def images(self) -> list[Path]:
+        """Every channel's file, in channel order (one for a single-channel case)."""
+        return [self.image, *self.more_channels]
 
 
 @dataclass
@@ -43,6 +54,7 @@ class Dataset:
     tasks: dict[str, list[str]] = field(default_factory=dict)  # task -> label names; {} = one task
     modality: str = ""
     description: str = ""
+    channels: list[str] = field(default_factory=lambda: ["image"])  # input channel names, in order
 
     @property
     def foreground_labels(self) -> dict[str, int]:
@@ -116,6 +128,8 @@ def _load_json(json_path: Path) -> Dataset:
         raise DataError(f"{json_path}: cannot read the dataset description ({e})") from None
     if not isinstance(spec, dict):
         raise DataError(f"{json_path}: expected a JSON object with 'labels' and 'training', got {type(spec).__name__}")
+    if nnunet.is_nnunet_v2(spec):
+        return _load_nnunet_v2(json_path, spec)
     for key in ("labels", "training"):
         if key not in spec:
             raise DataError(f"{json_path}: missing '{key}'")
@@ -132,9 +146,42 @@ def _load_json(json_path: Path) -> Dataset:
         labels=labels,
         tasks=tasks,
         modality=_parse_modality(spec.get("modality")),
+        channels=_decathlon_channels(spec.get("modality")),
         description=str(spec.get("description") or ""),
         **splits,
     )
+    _check_structure(ds, json_path)
+    return ds
+
+
+def _load_nnunet_v2(json_path: Path, spec: dict) -> Dataset:
+    """An nnU-Net v2 raw dataset: cases found by their CASE_XXXX<file_ending> names."""
+    for key in ("labels", "channel_names", "file_ending"):
+        if key not in spec:
+            raise DataError(f"{json_path}: missing '{key}' (an nnU-Net v2 dataset.json has labels, "
+                            f"channel_names, numTraining and file_ending)")
+    nnunet.check_v2_labels(spec["labels"], json_path)
+    root = Path(os.path.abspath(json_path.parent))
+    channels = nnunet.channel_names(spec, json_path)
+    ending = nnunet.file_ending(spec, json_path)
+    splits = {}
+    for split, (image_dir, label_dir) in FOLDERS.items():
+        images = nnunet.channel_cases(root / image_dir, ending, len(channels))
+        labels = nnunet.label_files(root / label_dir, ending, images) if label_dir else {}
+        if split == "training":
+            unlabeled = sorted(set(images) - set(labels))
+            if unlabeled:
+                raise DataError(f"{root / 'labelsTr'}: no label for case(s) {', '.join(unlabeled)} (expected "
+                                f"{unlabeled[0]}{ending}; put unlabeled images in {nnunet.UNLABELED_FOLDER}/)")
+        splits[split] = [Case(id=i, image=files[0], label=labels.get(i), more_channels=tuple(files[1:]))
+                         for i, files in sorted(images.items())]
+    expected = spec.get("numTraining")
+    if expected is not None and _as_int(expected) != len(splits["training"]):
+        raise DataError(f"{json_path}: numTraining is {expected} but {root / 'imagesTr'} holds "
+                        f"{len(splits['training'])} case(s)")
+    ds = Dataset(root=root, name=str(spec.get("name") or root.name), labels=_parse_labels(spec["labels"], json_path),
+                 modality=", ".join(dict.fromkeys(channels)), description=str(spec.get("description") or ""),
+                 channels=channels, **splits)
     _check_structure(ds, json_path)
     return ds
 
@@ -199,6 +246,12 @@ def _parse_modality(raw) -> str:
     return "" if raw is None else str(raw)
 
 
+def _decathlon_channels(raw) -> list[str]:
+    """One channel: Decathlon's multi-channel images are single 4D files, which the engine does not read
+    (read_volume refuses them with a clear error), so a case listed here is one 3D image."""
+    return [_parse_modality(raw) or "image"]
+
+
 def _parse_cases(raw, split: str, root: Path, where: Path, tasks, label_required: bool) -> list[Case]:
     if not isinstance(raw, list):
         raise DataError(f"{where}: '{split}' must be a list")
@@ -249,16 +302,44 @@ def _check_structure(ds: Dataset, where: Path) -> None:
 
 
 def _load_folder(root: Path) -> Dataset:
-    """imagesTr/labelsTr (required), imagesUn, imagesTs/labelsTs (optional), paired by file name."""
+    """imagesTr/labelsTr (required), imagesUn, imagesTs/labelsTs (optional), paired by file name; nnU-Net's
+    CASE_XXXX channel names (CASE_0000, CASE_0001 ... with labels CASE) are grouped into one case."""
     root = Path(os.path.abspath(root))
+    channel_named = _channel_named(root)
     splits = {}
     for split, (image_dir, label_dir) in FOLDERS.items():
         labels_required = split == "training"
-        splits[split] = _folder_cases(root / image_dir, root / label_dir if label_dir else None, labels_required)
-    ds = Dataset(root=root, name=root.name, labels={}, **splits)
+        folder_cases = _channel_folder_cases if channel_named else _folder_cases
+        splits[split] = folder_cases(root / image_dir, root / label_dir if label_dir else None, labels_required)
+    n_channels = len(splits["training"][0].images) if splits["training"] else 1
+    ds = Dataset(root=root, name=root.name, labels={}, channels=[f"channel {i}" for i in range(n_channels)]
+                 if n_channels > 1 else ["image"], **splits)
+    for case in ds.all_cases():
+        if len(case.images) != n_channels:
+            raise DataError(f"{case.image}: case {case.id} has {len(case.images)} channel(s), the training cases "
+                            f"{n_channels}")
     ds.labels = _labels_from_files(ds)
     _check_structure(ds, root)
     return ds
+
+
+def _channel_named(root: Path) -> bool:
+    """Every training image is named CASE_XXXX and its label is named CASE (nnU-Net), not CASE_XXXX."""
+    images = _image_entries(root / "imagesTr") if (root / "imagesTr").is_dir() else {}
+    labels = _image_entries(root / "labelsTr") if (root / "labelsTr").is_dir() else {}
+    matches = [nnunet.CHANNEL.match(stem) for stem in images]
+    return bool(images) and all(matches) and not any(stem in labels for stem in images)
+
+
+def _channel_folder_cases(image_dir: Path, label_dir: Path | None, labels_required: bool) -> list[Case]:
+    label_files = _image_entries(label_dir) if label_dir is not None and label_dir.is_dir() else {}
+    cases = []
+    for case_id, files in sorted(nnunet.channel_cases(image_dir, None, None).items()):
+        label = label_files.get(case_id)
+        if label is None and labels_required:
+            raise DataError(f"{files[0]}: no label for it in {label_dir} (expected a file named {case_id}.*)")
+        cases.append(Case(id=case_id, image=files[0], label=label, more_channels=tuple(files[1:])))
+    return cases
 
 
 def _folder_cases(image_dir: Path, label_dir: Path | None, labels_required: bool) -> list[Case]:
@@ -268,9 +349,6 @@ def _folder_cases(image_dir: Path, label_dir: Path | None, labels_required: bool
     cases = []
     for case_id, image in sorted(_image_entries(image_dir).items()):
         label = label_files.get(case_id)
-        if label is None and case_id.endswith("_0000"):  # nnU-Net names the first channel case_0000
-            case_id = case_id[: -len("_0000")]
-            label = label_files.get(case_id)
         if label is None and labels_required:
             raise DataError(f"{image}: no label for it in {label_dir} (expected a file named {case_id}.*)")
         cases.append(Case(id=case_id, image=image, label=label))
@@ -302,6 +380,16 @@ def _labels_from_files(ds: Dataset) -> dict[str, int]:
     return {"background": 0, **{f"label_{v}": v for v in sorted(values)}}
 
 
+def read_channels(case: Case) -> list:
+    """Every channel's Volume of a case, in order, each checked to lie on channel 0's grid."""
+    volumes = [read_volume(path) for path in case.images]
+    for extra in volumes[1:]:
+        if not extra.same_geometry(volumes[0]):
+            raise DataError(f"{extra.path}: this channel does not lie on the grid of channel 0 ({case.image}); "
+                            f"every channel of a case must share size, spacing, origin and direction")
+    return volumes
+
+
 # ---------------------------------------------------------------- checking
 
 
@@ -327,13 +415,17 @@ class CheckReport:
     domains: list[str]
     tasks: dict[str, list[str]]
     modality: str = ""
+    channels: list[str] = field(default_factory=lambda: ["image"])
 
     def label_volumes(self, name: str) -> list[float]:
         """Volumes (mL) of label `name` over the labeled cases whose task covers it."""
         return [c.label_volumes_ml[name] for c in self.cases if c.label_volumes_ml and name in c.label_volumes_ml]
 
     def format(self) -> str:
-        lines = [f"Dataset {self.name} ({self.root})", f"modality: {self.modality or 'not given'}", ""]
+        lines = [f"Dataset {self.name} ({self.root})", f"modality: {self.modality or 'not given'}"]
+        if len(self.channels) > 1:
+            lines.append(f"channels: {', '.join(f'{i}: {n}' for i, n in enumerate(self.channels))}")
+        lines.append("")
         lines.append(f"{'split':<12}{'cases':>7}{'labeled':>9}")
         for split in SPLITS:
             lines.append(f"{split:<12}{self.counts[split]:>7}{self.labeled_counts[split]:>9}")
@@ -388,6 +480,7 @@ def check_dataset(ds: Dataset, read_images: bool = True) -> CheckReport:
         domains=ds.domains,
         tasks={t: list(n) for t, n in ds.tasks.items()},
         modality=ds.modality,
+        channels=list(ds.channels),
     )
 
 
@@ -397,7 +490,7 @@ def _check_case(ds: Dataset, case: Case, split: str, read_images: bool, problems
         return None
     if read_images:
         try:
-            image = read_volume(case.image)
+            image = read_channels(case)[0]
         except DataError as e:
             problems.append(str(e))
             return None

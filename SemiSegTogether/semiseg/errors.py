@@ -15,3 +15,10 @@ class ModelError(SemiSegError):
 
 class ConfigError(SemiSegError):
     """A training or prediction setting is invalid."""
+
+
+class Interrupted(SemiSegError):
+    """The user stopped the command (Ctrl-C, SIGTERM); the CLI exits with INTERRUPTED_EXIT_CODE."""
+
+
+INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT, what shells report for Ctrl-C

@@ -1,4 +1,4 @@
-"""Figures for reports: overlays of prediction and truth, per-case Dice box plots, validation curves.
+"""Figures for reports: per-case Dice box plots and validation curves (overlays: semiseg.overlays).
 
 matplotlib with the Agg backend, so it runs headless (CI, servers, a Slicer subprocess).
 """
@@ -11,43 +11,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
 
 COLORS = ["#e6194b", "#3cb44b", "#ffe119", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6"]
-
-
-def _best_slice(truth: np.ndarray) -> int:
-    """The axial slice (array axis 0) with the most foreground, or the middle one."""
-    counts = (truth > 0).reshape(truth.shape[0], -1).sum(1)
-    return int(np.argmax(counts)) if counts.any() else truth.shape[0] // 2
-
-
-def overlay_figure(image: np.ndarray, truth: np.ndarray, predictions: dict[str, np.ndarray], path: Path,
-                   title: str = "", spacing_zyx=(1.0, 1.0, 1.0)) -> Path:
-    """One row per prediction: the image's axial slice with the truth (white) and the prediction
-    (coloured per label) drawn as contours. Aspect follows the voxel spacing."""
-    z = _best_slice(truth)
-    n = max(1, len(predictions))
-    fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.4), squeeze=False)
-    lo, hi = np.percentile(image, (1, 99))
-    aspect = spacing_zyx[1] / spacing_zyx[2]
-    for ax, (name, pred) in zip(axes[0], predictions.items()):
-        ax.imshow(image[z], cmap="gray", vmin=lo, vmax=hi, aspect=aspect)
-        for i, value in enumerate(v for v in np.unique(truth) if v):
-            ax.contour(truth[z] == value, levels=[0.5], colors="white", linewidths=1.2)
-        for i, value in enumerate(v for v in np.unique(pred) if v):
-            ax.contour(pred[z] == value, levels=[0.5], colors=COLORS[i % len(COLORS)], linewidths=1.0,
-                       linestyles="--")
-        ax.set_title(name, fontsize=9)
-        ax.axis("off")
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.text(0.01, 0.01, "white: truth · dashed colour: prediction", fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
 
 
 def dice_boxplot(per_method: dict[str, list[float]], path: Path, title: str = "Per-case Dice (test)") -> Path:
@@ -83,3 +48,36 @@ def validation_curves(curves: dict[str, list[list[tuple[int, float]]]], path: Pa
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def training_curves(losses: list[tuple[int, dict[str, float]]], validation: list[tuple[int, float]],
+                    path: Path, title: str = "") -> Path:
+    """The losses (left) and the validation Dice (right) of one training run against the iterations."""
+    from semiseg.atomic import atomic_path
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9.0, 3.4))
+    names = sorted({k for _, values in losses for k in values}, key=lambda k: (k != "total", k))
+    for i, name in enumerate(names):
+        points = [(it, values[name]) for it, values in losses if name in values]
+        left.plot(*zip(*points), color=COLORS[i % len(COLORS)], linewidth=1.6 if name == "total" else 0.9,
+                  label=name)
+    left.set_xlabel("iteration")
+    left.set_ylabel("loss")
+    left.grid(alpha=0.3)
+    if names:
+        left.legend(fontsize=7)
+    if validation:
+        its, dice = zip(*validation)
+        right.plot(its, [100 * d for d in dice], marker="o", markersize=3, color=COLORS[3])
+    else:
+        right.text(0.5, 0.5, "no validation cases", ha="center", va="center", transform=right.transAxes)
+    right.set_xlabel("iteration")
+    right.set_ylabel("validation Dice (%)")
+    right.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    with atomic_path(Path(path), ".png") as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+    return Path(path)

@@ -18,8 +18,9 @@ from torch import nn
 
 from semiseg.errors import ConfigError
 from semiseg.fastpaths import FastPaths, autocast
+from semiseg.prepare import preprocess_channels
 from semiseg.prompts import merge_task_probabilities
-from semiseg.transforms import Preprocessing, preprocess_image, preprocess_image_tensor, restore_to_grid
+from semiseg.transforms import Preprocessing, preprocess_image_tensor, restore_to_grid
 from semiseg.volume import Volume
 from semiseg.window_batch import choose_sw_batch_size
 
@@ -104,12 +105,14 @@ def predict_classes(net: nn.Module, manifest: dict, image: np.ndarray | torch.Te
                     chosen: list[dict] | None = None, overlap: float = 0.5, sw_batch_size: int | str = "auto",
                     blend: str = "gaussian", out_shape: Sequence[int] | None = None, fast: FastPaths | None = None,
                     progress: Progress | None = None) -> np.ndarray:
-    """Preprocessed image (d, h, w), numpy or a tensor on any device → label map of the manifest's label
-    *values*, on `out_shape` (the original grid) or on the preprocessed grid when `out_shape` is None."""
+    """Preprocessed image (d, h, w), or (C, d, h, w) for C channels, numpy or a tensor on any device → label map
+    of the manifest's label *values*, on `out_shape` (the original grid) or on the preprocessed grid when
+    `out_shape` is None."""
     chosen = chosen if chosen is not None else manifest["labels"]
     if isinstance(image, np.ndarray):
         image = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
-    x = image.to(device=device, dtype=torch.float32)[None, None]
+    x = image.to(device=device, dtype=torch.float32)
+    x = x[None, None] if x.ndim == 3 else x[None]
     patch = manifest["patch_size"]
     kwargs = dict(patch=patch, overlap=overlap, sw_batch_size=sw_batch_size, blend=blend, fast=fast)
 
@@ -141,22 +144,32 @@ def _sub_progress(progress: Progress | None, i: int, n: int) -> Progress | None:
     return lambda f: progress((i + f) / n)
 
 
-def predict_volume(net: nn.Module, manifest: dict, volume: Volume, device: torch.device,
+def predict_volume(net: nn.Module, manifest: dict, volume: Volume | Sequence[Volume], device: torch.device,
                    prompts: Sequence[str] | None = None, overlap: float = 0.5, sw_batch_size: int | str = "auto",
                    blend: str = "gaussian", lcc: bool = False, fast: FastPaths | None = None,
                    preprocess_on_device: bool = True, progress: Progress | None = None) -> tuple[Volume, dict]:
-    """Image volume → (label volume on exactly the input's grid, timing and memory stats).
+    """Image volume (or its channels, in order, on one grid) → (label volume on exactly the input's grid, timing
+    and memory stats).
 
     `preprocess_on_device` resamples and normalises the image on `device` (the GPU, when it is one)
     rather than on the CPU with numpy; both give the same image within float rounding.
     """
+    channels = [volume] if isinstance(volume, Volume) else list(volume)
+    expected = len(manifest.get("channels") or [None])
+    if len(channels) != expected:
+        raise ConfigError(f"{channels[0].path or 'image'}: this model reads {expected} channel(s) per case "
+                          f"({', '.join(manifest.get('channels') or [])}); got {len(channels)}")
+    volume = channels[0]
     chosen = select_prompts(manifest, prompts)
     fast = fast or FastPaths()
     start = time.perf_counter()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     prep = Preprocessing.from_dict(manifest["preprocessing"])
-    image = preprocess_image_tensor(volume, prep, device) if preprocess_on_device else preprocess_image(volume, prep)
+    if preprocess_on_device:
+        image = torch.stack([preprocess_image_tensor(v, prep, device) for v in channels])
+    else:
+        image = preprocess_channels(channels, prep)
     net = fast.prepare_network(net.to(device).eval(), device)
     labels = predict_classes(net, manifest, image, device, chosen, overlap, sw_batch_size, blend,
                              out_shape=volume.array.shape, fast=fast, progress=progress)

@@ -22,7 +22,7 @@ Definitions (medpy 0.5.2, the version the tests compare with):
   mean(asd(pred, gt), asd(gt, pred)) instead, which differs when the two
   surfaces have different voxel counts.
 
-Empty masks (medpy raises; papers disagree, see BENCHMARKS.md §6.1): see
+Empty masks (medpy raises, and the LA papers' evaluation scripts each handle them their own way): see
 `EMPTY_CONVENTION`.
 """
 

@@ -10,10 +10,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from semiseg.datasets import DEFAULT_TASK, Case, Dataset
-from semiseg.io import read_label, read_volume
+from semiseg.datasets import DEFAULT_TASK, Case, Dataset, read_channels
+from semiseg.io import read_label
 from semiseg.sampling import PreparedCase
 from semiseg.transforms import Preprocessing, preprocess_image, preprocess_label
+from semiseg.volume import Volume
 
 
 @dataclass
@@ -68,9 +69,15 @@ class LabelSpace:
         return self.domains.index(case.domain) if case.domain in self.domains else -1
 
 
+def preprocess_channels(volumes: list[Volume], prep: Preprocessing) -> np.ndarray:
+    """(C, d, h, w) float32: each channel resampled and normalised on its own, as nnU-Net does."""
+    return np.stack([preprocess_image(v, prep) for v in volumes])
+
+
 def prepare_case(case: Case, prep: Preprocessing, space: LabelSpace, with_label: bool) -> PreparedCase:
-    volume = read_volume(case.image)
-    image = preprocess_image(volume, prep)[None]
+    volumes = read_channels(case)
+    volume = volumes[0]
+    image = preprocess_channels(volumes, prep)
     label = None
     if with_label and case.label is not None:
         lab = read_label(case.label, reference=volume)

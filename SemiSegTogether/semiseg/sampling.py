@@ -22,7 +22,7 @@ from .transforms import Augmentation, build_augmentation, foreground_voxels, sam
 @dataclass
 class PreparedCase:
     id: str
-    image: np.ndarray  # (1, D, H, W) float32, preprocessed
+    image: np.ndarray  # (C, D, H, W) float32, preprocessed (C input channels, usually 1)
     label: np.ndarray | None = None  # (D, H, W) int64 on the image's grid
     task: int = 0  # prompt index for multi-task (VerSemi) models
     domain: int = 0  # scanner/site index, for domain-aware methods
@@ -69,8 +69,8 @@ class PatchStream:
         self._by_task = [np.array([i for i, c in enumerate(self.cases) if c.task == t]) for t in tasks] \
             if task_balanced and len(tasks) > 1 else None
         for c in self.cases:
-            if c.image.ndim != 4 or c.image.shape[0] != 1:
-                raise DataError(f"case {c.id}: image must be (1, D, H, W), got {c.image.shape}")
+            if c.image.ndim != 4 or c.image.shape[0] < 1:
+                raise DataError(f"case {c.id}: image must be (C, D, H, W), got {c.image.shape}")
             if with_labels:
                 if c.label is None:
                     raise DataError(f"case {c.id}: has no label but the stream needs labels")

@@ -77,12 +77,13 @@ class Preprocessing:
             raise ConfigError(f"percentiles must lie in [0, 100], got {self.percentiles}")
 
     def to_dict(self) -> dict:
-        return {
-            "spacing": None if self.spacing is None else list(self.spacing),
-            "intensity": self.intensity,
-            "ct_window": list(self.ct_window),
-            "percentiles": list(self.percentiles),
-        }
+        """The settings that act: the CT window only for "ct", the percentiles only for "percentile"."""
+        out = {"spacing": None if self.spacing is None else list(self.spacing), "intensity": self.intensity}
+        if self.intensity == "ct":
+            out["ct_window"] = list(self.ct_window)
+        if self.intensity == "percentile":
+            out["percentiles"] = list(self.percentiles)
+        return out
 
     @classmethod
     def from_dict(cls, d: dict) -> "Preprocessing":
@@ -245,8 +246,8 @@ class Augmentation:
             t.set_random_state(state=state)
 
         image = torch.as_tensor(np.asarray(data["image"], dtype=np.float32))
-        if image.ndim != 4 or image.shape[0] != 1:
-            raise ValueError(f"augmentation expects an image of shape (1, D, H, W), got {tuple(image.shape)}")
+        if image.ndim != 4:
+            raise ValueError(f"augmentation expects an image of shape (C, D, H, W), got {tuple(image.shape)}")
         label = data.get("label")
         lab = None
         if label is not None:

@@ -1,6 +1,7 @@
 """A&D — Aggregating & Decoupling (Wang & Li, NeurIPS 2023), "Towards Generic Semi-Supervised Framework for
-Volumetric Medical Image Segmentation", re-implemented from the authors' released code as described in
-/work/shared/reference/METHODS.md §1 (GenericSSL `code/train_diffusion.py:128-285`).
+Volumetric Medical Image Segmentation" (arXiv 2310.11320), re-implemented from the authors' released code,
+github.com/xmed-lab/GenericSSL at commit 4158615: the training step of `code/train_diffusion.py:124-285`
+(https://github.com/xmed-lab/GenericSSL/blob/41586150e2d821c09018388b2a565c21ef8ced49/code/train_diffusion.py#L124-L285), the network of `code/DiffVNet/diff_vnet.py:499-556`.
 
 Per iteration (B labeled, B unlabeled):
 
@@ -19,7 +20,7 @@ Inference runs image stem → encoder → D_θ (`DiffVNetInference`, registered 
 
 The same method serves the paper's four settings; which one a run is in is named from the data by `ad_setting`
 (the domains of the labeled / unlabeled / test cases and the class sizes) and only changes the reference's
-per-setting configuration (`SETTING_CONFIG`, METHODS.md §1.5), not the algorithm — that is the paper's claim.
+per-setting configuration (`SETTING_CONFIG`, from GenericSSL `code/utils/config.py:1-55`), not the algorithm — that is the paper's claim.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from semiseg.nets.diffvnet import DiffVNet, DiffVNetInference, Stage
 
 SETTINGS = ("ssl", "imbalanced", "uda", "ssdg")
 
-# The reference's per-task configuration (GenericSSL code/utils/config.py, train.sh; METHODS.md §1.5), one task
+# The reference's per-task configuration (GenericSSL code/utils/config.py:1-55 and train.sh at 4158615), one task
 # per setting. patch_size is in the engine's (z, y, x) order. `rampup` (fraction of training over which μ ramps)
 # is what the method itself takes from here; the rest is advice for the loop and the data sampler.
 SETTING_CONFIG: dict[str, dict] = {

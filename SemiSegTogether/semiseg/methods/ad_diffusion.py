@@ -1,7 +1,7 @@
 """The label diffusion of A&D: forward noising q(x_t | x0) and DDIM sampling with an x0-predicting network.
 
-As the released code (GenericSSL, OpenAI guided-diffusion `GaussianDiffusion`/`SpacedDiffusion`, METHODS.md
-§1.3): linear β from 1e-4 to 0.02 over T = 1000 steps (float64), the network predicts x0 (`START_X`),
+As the released code (GenericSSL at 4158615: `code/DiffVNet/diff_vnet.py:512-526` builds OpenAI guided-diffusion's
+`GaussianDiffusion`/`SpacedDiffusion` of `code/DiffVNet/guided_diffusion/`): linear β from 1e-4 to 0.02 over T = 1000 steps (float64), the network predicts x0 (`START_X`),
 training timesteps t ~ Uniform{0..T−1}, sampling on the "spaced" timesteps of `space_timesteps(T, [n])`
 (n = 10 → {0, 111, 222, …, 999}), DDIM update with η = 0, each predicted x0 clamped to [−1, 1] and the noise
 direction re-derived from the *clamped* x0; the result is the last predicted x0 (at t = 0).

@@ -21,7 +21,8 @@ batch (labeled + unlabeled, one forward pass so BatchNorm sees both, as the refe
 `released=True` restores the released code's behaviour instead: every unlabeled term is computed on
 detached tensors / under no_grad (so only the labeled terms train), the CE takes probabilities in
 place of logits, and the prototype term pulls the prototypes together
-(see docs/methods/dual-contrast.md and METHODS.md §3.6).
+(see docs/methods/dual-contrast.md; released code github.com/xmindflow/SSL-contrastive at 201716a,
+`src/train_LA.py:127` and `:285-286`).
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """DiffVNet: the network of A&D (Wang & Li, NeurIPS 2023, "Towards Generic Semi-Supervised Framework for
-Volumetric Medical Image Segmentation"), re-implemented from the description of the released code
-(GenericSSL `code/DiffVNet/diff_vnet.py`, see /work/shared/reference/METHODS.md §1.2).
+Volumetric Medical Image Segmentation", arXiv 2310.11320), re-implemented from the released code:
+github.com/xmed-lab/GenericSSL at commit 4158615, `code/DiffVNet/diff_vnet.py:499-556` (`DiffVNet`; its blocks at
+lines 34-498), https://github.com/xmed-lab/GenericSSL/blob/41586150e2d821c09018388b2a565c21ef8ced49/code/DiffVNet/diff_vnet.py#L499-L556.
 
 One shared V-Net encoder, two stems and three decoders:
 

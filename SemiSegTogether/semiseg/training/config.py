@@ -1,0 +1,92 @@
+"""What a training run is asked to do (TrainConfig) and what it returns (TrainResult)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from semiseg import distributed
+from semiseg.fastpaths import FastPaths
+from semiseg.errors import ConfigError, Interrupted
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("poly", "constant", "step")
+
+
+@dataclass
+class TrainConfig:
+    data: str
+    out: str
+    method: str = "mean-teacher"
+    method_options: dict[str, Any] = field(default_factory=dict)
+    iterations: int = 6000
+    batch_labeled: int = 2
+    batch_unlabeled: int = 2
+    patch: list[int] | None = None  # (d, h, w) in array order; None = from the data, multiples of 16
+    spacing: list[float] | None = None  # target (x, y, z) mm; None = native
+    intensity: str = "zscore"
+    optimizer: str | None = None  # None = the method's preferred, else SGD
+    lr: float | None = None
+    weight_decay: float | None = None
+    schedule: str | None = None
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True  # False: fp32 whatever fast.precision says (--no-amp)
+    fast: FastPaths = field(default_factory=FastPaths)  # CUDA fast paths: precision, channels_last, compile
+    val_every: int = 200
+    val_cases: int | None = None
+    val_overlap: float = 0.25
+    checkpoint_every: int | None = None  # default: val_every
+    fg_ratio: float = 0.33
+    augment: str = "standard"
+    modality: str | None = None  # for the model card when the dataset does not say (e.g. "MR", "CT")
+    workdir: str | None = None
+    resume: bool = False
+    events: str | None = None
+    label_info: str | None = None
+    name: str | None = None
+    description: str = ""
+    overwrite: bool = False
+    export_last: bool = False
+    progress: bool = True
+    # Distributed (torchrun): batch sizes are per rank; the global batch is world_size × these.
+    sync_bn: bool = False  # convert BatchNorm to SyncBatchNorm (statistics over the global batch; CUDA only)
+    dist_timeout: float = distributed.DEFAULT_TIMEOUT_S  # seconds a collective may wait for another rank
+
+    def workdir_path(self) -> Path:
+        return Path(self.workdir) if self.workdir else Path(str(self.out).rstrip("/") + ".work")
+
+
+@dataclass
+class TrainResult:
+    model: Path
+    last_model: Path | None
+    iterations: int
+    seconds: float
+    best_dice: float | None
+    best_iteration: int | None
+    last_dice: float | None
+    peak_memory_mb: float
+    history: list[dict]
+    step_seconds: float = 0.0  # time in optimiser steps alone (no validation, no checkpoints)
+
+
+class Cancelled(Interrupted):
+    """Ctrl-C or SIGTERM stopped the run after the current iteration's checkpoint (the CLI exits 130)."""
+
+
+def validate_config(c: TrainConfig) -> None:
+    """Refuse settings no run can use, before anything is read or built."""
+    if c.iterations < 1:
+        raise ConfigError("--iterations must be at least 1")
+    if c.batch_labeled < 1 or c.batch_unlabeled < 0:
+        raise ConfigError("--batch-labeled must be ≥ 1 and --batch-unlabeled ≥ 0")
+    if c.patch is not None and (len(c.patch) != 3 or any(p < 16 or p % 16 for p in c.patch)):
+        raise ConfigError(f"--patch {c.patch}: three sizes, each a multiple of 16 (the V-Net halves it 4×)")
+    if c.optimizer is not None and c.optimizer not in OPTIMIZERS:
+        raise ConfigError(f"--optimizer {c.optimizer}: expected one of {OPTIMIZERS}")
+    if c.schedule is not None and c.schedule not in SCHEDULES:
+        raise ConfigError(f"--schedule {c.schedule}: expected one of {SCHEDULES}")
+    if c.dist_timeout <= 0:
+        raise ConfigError("--dist-timeout must be a positive number of seconds")

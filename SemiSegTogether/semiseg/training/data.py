@@ -1,0 +1,42 @@
+"""The cases a run trains and validates on: read, preprocessed, split; and the patch size."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from semiseg.datasets import load_dataset
+from semiseg.prepare import LabelSpace, prepare_case, split_validation
+from semiseg.training.config import TrainConfig
+from semiseg.transforms import Preprocessing
+
+
+class TrainingData:
+    """The dataset with its label space and preprocessing; training, validation and unlabeled cases prepared
+    (resampled and normalised) once; the patch, given or from the training cases' median shape."""
+
+    def __init__(self, cfg: TrainConfig):
+        self.dataset = load_dataset(Path(cfg.data))
+        self.space = LabelSpace.from_dataset(self.dataset)
+        self.prep = Preprocessing(spacing=tuple(cfg.spacing) if cfg.spacing else None, intensity=cfg.intensity)
+        train_cases, val_cases = split_validation(self.dataset.training, cfg.val_cases)
+        self.train_cases = [prepare_case(k, self.prep, self.space, True) for k in train_cases]
+        self.val_cases = [prepare_case(k, self.prep, self.space, True) for k in val_cases]
+        self.unlabeled_cases = [prepare_case(k, self.prep, self.space, False) for k in self.dataset.unlabeled]
+        self.patch = list(cfg.patch) if cfg.patch else auto_patch([k.image.shape[1:] for k in self.train_cases])
+
+    def split_domains(self) -> dict[str, list[str]]:
+        ds = self.dataset
+        return {split: sorted({k.domain for k in cases if k.domain})
+                for split, cases in (("labeled", ds.training), ("unlabeled", ds.unlabeled), ("test", ds.test))}
+
+    def class_fractions(self) -> list[float]:
+        counts = sum(np.bincount(k.label.ravel(), minlength=self.space.n_classes) for k in self.train_cases)
+        return [float(v) for v in counts / max(1, counts.sum())]
+
+
+def auto_patch(shapes: list[tuple[int, ...]], cap: int = 128) -> list[int]:
+    """Median case shape, rounded down to a multiple of 16 (at least 16, at most `cap`) per axis."""
+    med = np.median(np.array(shapes), axis=0)
+    return [int(min(cap, max(16, (int(m) // 16) * 16))) for m in med]
