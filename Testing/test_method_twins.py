@@ -151,5 +151,5 @@ def test_trainer_applies_the_methods_optimizer_settings(tiny_dataset, tmp_path):
     cfg = TrainConfig(data=str(tiny_dataset), out=str(tmp_path / "dc.semiseg"), method="dual-contrast",
                       method_options={"n_filters": 4, "lr_schedule": "poly"}, iterations=2, patch=[32, 32, 32],
                       device="cpu", progress=False, val_every=2)
-    assert _Trainer(cfg, _NoEvents()).schedule == "poly"
-    assert _Trainer(replace(cfg, method_options={"n_filters": 4}), _NoEvents()).schedule == "step"
+    assert _Trainer(cfg, _NoEvents()).optimisation.schedule == "poly"
+    assert _Trainer(replace(cfg, method_options={"n_filters": 4}), _NoEvents()).optimisation.schedule == "step"

@@ -114,38 +114,9 @@ class _Trainer:
         if self.method.uses_unlabeled and not data.unlabeled_cases:
             raise ConfigError(f"method {c.method!r} learns from unlabeled images, but {c.data} lists none "
                               f"(add an 'unlabeled' list or imagesUn/, or use --method supervised)")
-<<<<<<< HEAD
-        self.ddp = self._wrap_distributed()
-        pref = self.method.optimizer_settings()
-        self.opt_name = c.optimizer or pref.get("optimizer", "sgd")
-        lr = c.lr if c.lr is not None else pref.get("lr", 1e-2 if self.opt_name == "sgd" else 1e-3)
-        wd = c.weight_decay if c.weight_decay is not None else pref.get("weight_decay", 1e-4)
-        params = [p for p in self.method.trainable().parameters() if p.requires_grad]
-        if self.opt_name == "sgd":
-            self.optimizer = torch.optim.SGD(params, lr=lr, momentum=pref.get("momentum", 0.9), weight_decay=wd,
-                                             nesterov=bool(pref.get("nesterov", False)))
-        else:
-            cls = torch.optim.Adam if self.opt_name == "adam" else torch.optim.AdamW
-            self.optimizer = cls(params, lr=lr, betas=tuple(pref.get("betas", (0.9, 0.999))), weight_decay=wd)
-        self.schedule = c.schedule or pref.get("schedule", "poly")
-        total = c.iterations
-        milestones = [int(f * total) for f in pref.get("milestones", (0.4, 0.8))]
-
-        def factor(it: int) -> float:
-            if self.schedule == "poly":
-                return (1 - min(it, total - 1) / total) ** 0.9
-            if self.schedule == "step":
-                return 0.1 ** sum(it >= m for m in milestones)
-            return 1.0
-
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
-        self.scaler = self.fast.grad_scaler(self.device)  # loss scaling for fp16 only
-        self.labeled_stream = PatchStream(self.train_cases, self.patch, c.batch_labeled, seed=c.seed,
-=======
         self.ddp = wrap_distributed(self.method, self.device, self.world_size, c.sync_bn, c.method)
         self.optimisation = Optimisation(c, self.method, self.device, self.fast)
         self.labeled_stream = PatchStream(data.train_cases, data.patch, c.batch_labeled, seed=c.seed,
->>>>>>> main
                                           rank=self.rank, fg_ratio=c.fg_ratio, augment=c.augment, with_labels=True,
                                           task_balanced=bool(self.method.opts.get("task_balanced", False)))
         self.unlabeled_stream = None
