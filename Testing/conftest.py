@@ -46,7 +46,7 @@ def tiny_run(tiny_dataset, tmp_path_factory) -> TinyRun:
     folder = tmp_path_factory.mktemp("tiny-model")
     cfg = TrainConfig(data=str(tiny_dataset), out=str(folder / "tiny.semiseg"), method="supervised",
                       method_options={"n_filters": 4}, iterations=4, patch=[32, 32, 32], device="cpu",
-                      progress=False, val_every=2, events=str(folder / "events.jsonl"))
+                      progress=False, val_every=2, events=str(folder / "events.jsonl"), event_seconds=0.0)
     result = train(cfg)
     return TinyRun(dataset=tiny_dataset, model=Path(cfg.out), workdir=cfg.workdir_path(),
                    events=Path(cfg.events), config=cfg, result=result)

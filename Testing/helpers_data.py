@@ -100,10 +100,10 @@ def write_dataset(
     spec = {"name": "tiny", "labels": labels or {"background": 0, "organ": 1}, "training": [], "unlabeled": [], "test": []}
     plan = [("training", "imagesTr", "labelsTr", n_train), ("unlabeled", "imagesUn", None, n_unlabeled),
             ("test", "imagesTs", "labelsTs", n_test)]
-    for split, image_dir, label_dir, n in plan:
+    for k, (split, image_dir, label_dir, n) in enumerate(plan):
         for i in range(n):
             case = f"{split}_{i}"
-            image = make_volume(shape=shape, seed=i)
+            image = make_volume(shape=shape, seed=100 * k + i)  # distinct scans: the same one twice is leakage
             entry = {"image": f"{image_dir}/{case}{ext}"}
             write_volume(image, root / entry["image"])
             if label_dir:

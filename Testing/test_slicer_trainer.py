@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import zlib
 
 import numpy as np
 import pytest
@@ -92,7 +93,9 @@ def _case(name, shape=(8, 8, 8), segments=("liver",), empty=(), geometry=None):
         if s not in empty:
             m[2 + i:4 + i, 2:5, 2:5] = 1
         masks[s] = m
-    image = np.random.default_rng(len(name)).normal(size=shape).astype(np.float32)
+    # Distinct scans per case: the same image twice is leakage, which `semiseg check` refuses.
+    image = np.random.default_rng(zlib.crc32(f"{name}|{','.join(segments)}".encode())).normal(size=shape)
+    image = image.astype(np.float32)
     info = {s: SegmentInfo(color=(0.8, 0.4, 0.2),
                            terminology={"category": ["SCT", "123037004", "Anatomical Structure"],
                                         "type": ["SCT", "10200004", "Liver"]} if s == "liver" else None)

@@ -30,7 +30,7 @@ EVENT_FIELDS = {
 def config(data, tmp_path: Path, name: str = "m", **changes) -> TrainConfig:
     base = TrainConfig(data=str(data), out=str(tmp_path / f"{name}.semiseg"), method="supervised",
                        method_options={"n_filters": 4}, iterations=4, patch=[32, 32, 32], device="cpu",
-                       progress=False, val_every=2)
+                       progress=False, val_every=2, event_seconds=0.0)
     return replace(base, **changes)
 
 

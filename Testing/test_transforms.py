@@ -184,3 +184,30 @@ def test_foreground_oversampling():
     small[5, 5, 5] = 1
     out = sample_patch(np.zeros((1, 6, 6, 6), np.float32), small, (10, 4, 10), rng, 1.0, foreground_voxels(small))
     assert out[1].shape == (10, 4, 10) and out[1].sum() == 1
+
+
+def test_augmentation_skips_monai_metadata_and_changes_nothing_else(monkeypatch):
+    """MONAI's MetaTensor bookkeeping is off during the augmentation (half its CPU time), restored after, and
+    the result is the same as with it on."""
+    from monai.data import get_track_meta, set_track_meta
+
+    lab = _blob_label()
+    img = np.random.default_rng(0).normal(size=(1, *lab.shape)).astype(np.float32)
+    aug = build_augmentation("standard")
+    seen = []
+    flip = aug.spatial[0]
+    original = type(flip).__call__
+    monkeypatch.setattr(type(flip), "__call__", lambda self, *a, **k: (seen.append(get_track_meta()),
+                                                                        original(self, *a, **k))[1])
+    fast = aug({"image": img, "label": lab}, rng=np.random.default_rng(5))
+    assert seen and not any(seen) and get_track_meta()
+    monkeypatch.undo()
+    # the same draws with MONAI's bookkeeping on: the same voxels
+    tracked = _apply_with_tracking(aug, img, lab, set_track_meta)
+    np.testing.assert_array_equal(fast["image"], tracked["image"])
+    np.testing.assert_array_equal(fast["label"], tracked["label"])
+
+
+def _apply_with_tracking(aug, img, lab, set_track_meta):
+    set_track_meta(True)
+    return aug._apply({"image": img, "label": lab}, np.random.default_rng(5))

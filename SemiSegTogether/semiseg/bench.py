@@ -27,7 +27,7 @@ import torch
 
 from semiseg import __version__
 from semiseg.atomic import atomic_path
-from semiseg.datasets import load_dataset, read_channels
+from semiseg.datasets import read_channels, validate_dataset
 from semiseg.devices import resolve_device
 from semiseg.errors import ConfigError
 from semiseg.evaluate import evaluate_folder
@@ -127,7 +127,7 @@ def bench(s: BenchSettings) -> Path:
     device = resolve_device(s.device)
     if s.twins:
         s = replace(s, methods=with_twins(s.methods))
-    ds = load_dataset(s.data)
+    ds, _ = validate_dataset(s.data)  # check's rules, before any run
     if not any(c.label is not None for c in ds.test):
         raise ConfigError(f"{s.data}: the test split has no labels to evaluate against")
     peer_runs = [r for f in s.peers or [] for r in _read_peer(f)]  # read first: a bad file fails before training
@@ -270,6 +270,7 @@ def _run_one(s, p, ds, variant, method, options, seed, device, work) -> dict:
     shutil.rmtree(work / "checkpoints" / tag, ignore_errors=True)
     for stale in (model, model.with_name(f"{tag}-last.semiseg"), work / "predictions" / tag):
         shutil.rmtree(stale, ignore_errors=True)
+    (work / "logs" / f"{tag}.jsonl").unlink(missing_ok=True)
     cfg = TrainConfig(data=str(s.data), out=str(model), method=method, method_options=options,
                       iterations=p["iterations"], batch_labeled=p["batch_labeled"],
                       batch_unlabeled=p["batch_unlabeled"], patch=p["patch"], spacing=p["spacing"], seed=seed,

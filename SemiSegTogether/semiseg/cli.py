@@ -1,5 +1,5 @@
-"""`semiseg` command line: demo | check | convert | train | predict | suggest | add-labeled | evaluate | methods |
-bench."""
+"""`semiseg` command line: demo | check | convert | train | plan | predict | suggest | add-labeled | evaluate |
+methods | bench."""
 
 from __future__ import annotations
 
@@ -75,6 +75,9 @@ def cmd_convert(args) -> int:
     return 0
 
 
+DEFAULT_ITERATIONS = 6000  # TrainConfig's; SemiSegTrainer shows the same in Advanced
+
+
 def add_fast_path_arguments(p: argparse.ArgumentParser) -> None:
     """The CUDA fast paths (semiseg.fastpaths), shared by train and predict; each can be switched."""
     p.add_argument("--no-amp", action="store_true", help="no mixed precision (same as --precision fp32)")
@@ -96,9 +99,16 @@ def _fast_paths(args):
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
     """The training settings of `semiseg train`."""
-    p.add_argument("--iterations", type=int, default=6000, help="optimiser steps (default 6000, as UA-MT)")
-    p.add_argument("--batch-labeled", type=int, default=2, help="labeled patches per step (default 2)")
-    p.add_argument("--batch-unlabeled", type=int, default=2, help="unlabeled patches per step (default 2)")
+    p.add_argument("--time", help="time budget, e.g. 30m, 1h30m, 90s: the planner (`semiseg plan`) picks spacing, "
+                                  "patch, batch, width, iterations and validation interval to finish within it; "
+                                  "the flags below that you give are kept")
+    p.add_argument("--memory", help="with --time: memory the run may use, e.g. 8G (default 80%% of what is free)")
+    p.add_argument("--threads", type=int, help="CPU threads (default: PyTorch's; with --time the planner measures "
+                                               "1 against all and keeps the faster)")
+    p.add_argument("--iterations", type=int, help=f"optimiser steps (default {DEFAULT_ITERATIONS}, as UA-MT; "
+                                                  f"with --time: planned)")
+    p.add_argument("--batch-labeled", type=int, help="labeled patches per step (default 2)")
+    p.add_argument("--batch-unlabeled", type=int, help="unlabeled patches per step (default 2)")
     p.add_argument("--patch", type=_csv_ints, help="patch size d,h,w (array order, multiples of 16; "
                                                    "default: the median case size, at most 128)")
     p.add_argument("--spacing", type=_csv_floats, help="resample to this spacing x,y,z in mm (default: native)")
@@ -109,7 +119,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weight-decay", type=float)
     p.add_argument("--schedule", choices=["poly", "constant", "step"], help="LR schedule (default poly 0.9)")
     p.add_argument("--device", default="auto", help="auto (CUDA if present) | cpu | cuda | cuda:N | mps")
-    p.add_argument("--val-every", type=int, default=200, help="validate every N iterations (default 200)")
+    p.add_argument("--val-every", type=int, help="validate every N iterations (default 200; with --time: planned)")
     p.add_argument("--val-cases", type=int, help="labeled cases held out for validation and checkpoint "
                                                  "selection (default: a fifth, at least 1, when ≥3 labeled)")
     p.add_argument("--fg-ratio", type=float, default=0.33, help="share of labeled patches centred on a foreground "
@@ -124,13 +134,66 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
 
 def _train_config(args, **overrides):
     from semiseg.train import TrainConfig
+    given = {k: v for k, v in (("iterations", args.iterations), ("batch_labeled", args.batch_labeled),
+                               ("batch_unlabeled", args.batch_unlabeled), ("val_every", args.val_every))
+             if v is not None}  # the rest keep TrainConfig's defaults, which the help texts state
     return TrainConfig(
         data=args.data, out=args.out, method=args.method,
-        method_options=_options(args.option), iterations=args.iterations, batch_labeled=args.batch_labeled,
-        batch_unlabeled=args.batch_unlabeled, patch=args.patch, spacing=args.spacing, intensity=args.intensity,
+        method_options=_options(args.option), patch=args.patch, spacing=args.spacing, intensity=args.intensity,
         optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay, schedule=args.schedule,
-        device=args.device, fast=_fast_paths(args), val_every=args.val_every, val_cases=args.val_cases,
-        fg_ratio=args.fg_ratio, augment=args.augment, **overrides)
+        device=args.device, fast=_fast_paths(args), val_cases=args.val_cases, threads=args.threads,
+        fg_ratio=args.fg_ratio, augment=args.augment, **given, **overrides)
+
+
+def _given_settings(args) -> set[str]:
+    """The planned settings the user chose on the command line (the plan keeps them)."""
+    flags = {"spacing": args.spacing, "patch": args.patch, "batch_labeled": args.batch_labeled,
+             "batch_unlabeled": args.batch_unlabeled, "iterations": args.iterations, "val_every": args.val_every}
+    given = {k for k, v in flags.items() if v is not None}
+    if "n_filters" in _options(args.option):
+        given.add("n_filters")
+    return given
+
+
+def _planned(cfg, args):
+    """With --time: the plan for `cfg` (printed to stderr) and the config it gives; a clear error when the budget
+    cannot be met."""
+    from semiseg.plan import make_plan, parse_duration, parse_memory
+    from semiseg.process import seconds_since_start
+    plan = make_plan(cfg, parse_duration(args.time), memory_mb=parse_memory(args.memory),
+                     fixed=_given_settings(args), spent_seconds=seconds_since_start())
+    return plan, plan.apply(cfg)
+
+
+def _with_estimate(cfg):
+    """Before a run without --time: its predicted time (one probe step of exactly these settings), printed and
+    recorded, so that a 100-hour run does not start unannounced."""
+    from dataclasses import replace
+
+    from semiseg.plan import estimate
+    from semiseg.process import seconds_since_start
+    from semiseg.training.config import validate_config
+    from semiseg.training.progress import format_duration
+    validate_config(cfg)
+    try:
+        est = estimate(cfg, spent_seconds=seconds_since_start())
+    except (SemiSegError, ValueError, RuntimeError) as exc:  # the run itself reports bad settings clearly
+        print(f"semiseg train: no time estimate ({exc})", file=sys.stderr)
+        return cfg
+    p = est.predicted
+    print(f"semiseg train: predicted {format_duration(p['total'])} ({cfg.iterations} iterations x "
+          f"{p['step_seconds']:.2f} s, {p['validations']} validations, on {est.device['name']}); "
+          f"--time gives a plan that fits the time you have", file=sys.stderr)
+    return replace(cfg, plan=est.to_dict())
+
+
+def cmd_plan(args) -> int:
+    if not args.time:
+        raise SemiSegError("--time is required: the budget to plan for, e.g. --time 30m")
+    cfg = _train_config(args)
+    plan, _ = _planned(cfg, args)
+    print(json.dumps(plan.to_dict(), indent=2) if args.json else plan.format())
+    return 0
 
 
 DDP_HELP = """\
@@ -197,6 +260,14 @@ def cmd_train(args) -> int:
                         label_info=args.label_info, name=args.name, modality=args.modality,
                         overwrite=args.overwrite,
                         progress=not args.quiet, sync_bn=args.sync_bn, dist_timeout=args.dist_timeout)
+    if args.time:
+        plan, cfg = _planned(cfg, args)
+        if distributed.launch_rank() == 0:
+            print(plan.format(), file=sys.stderr)
+        if plan.iterations < 1:
+            raise SemiSegError(plan.message)  # not one step fits: nothing to train
+    elif not args.resume and not distributed.launched_by_torchrun():
+        cfg = _with_estimate(cfg)
     result = train(cfg)
     if distributed.launch_rank() != 0:
         return 0  # rank 0 reports
@@ -247,13 +318,20 @@ def cmd_add_labeled(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
+    from semiseg.atomic import atomic_path
     from semiseg.evaluate import evaluate_folder, format_summary
     from semiseg.events import _clean
+    from semiseg.ownership import check_new_file
+    if args.out:  # before the work, not after it
+        check_new_file(args.out, args.overwrite, "--out")
+        if not Path(args.out).parent.is_dir():
+            raise SemiSegError(f"--out {args.out}: folder {Path(args.out).parent} does not exist")
     result = evaluate_folder(Path(args.pred), Path(args.data), split=args.split)
     print(format_summary(result))
     if args.out:
         # Undefined distances (one mask empty) are NaN: written as null, since strict JSON has no NaN.
-        Path(args.out).write_text(json.dumps(_clean(result), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+        with atomic_path(args.out, ".json") as tmp:
+            tmp.write_text(json.dumps(_clean(result), indent=2, allow_nan=False) + "\n", encoding="utf-8")
         print(f"wrote {args.out}")
     return 0
 
@@ -365,6 +443,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_arguments(p)
     p.set_defaults(func=cmd_train)
 
+    p = sub.add_parser("plan", help="plan a training run for a time budget: spacing, patch, batch, width, "
+                                    "iterations; predicted time, peak memory and the reason for each choice")
+    p.add_argument("data", help="dataset folder or dataset.json")
+    p.add_argument("--method", default="mean-teacher", help="training method (see `semiseg methods`)")
+    p.add_argument("--json", action="store_true", help="print the plan as JSON (for programs)")
+    add_train_arguments(p)
+    p.set_defaults(func=cmd_plan, out="planned.semiseg")  # a run's --out, never written by `plan`
+
     p = sub.add_parser("predict", help="segment an image with a model package")
     p.add_argument("--model", required=True, help="NAME.semiseg model package")
     p.add_argument("--input", required=True, nargs="+", metavar="PATH",
@@ -420,6 +506,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="dataset folder or dataset.json")
     p.add_argument("--split", default="test", choices=["test", "training"])
     p.add_argument("--out", help="write all metrics as JSON")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("bench", help="benchmark methods × seeds on one dataset; writes ./NAME/ (report, figures, "

@@ -42,7 +42,7 @@ def convert_la_h5(src: str | os.PathLike, dst: str | os.PathLike, n_labeled: int
         raise ConfigError(f"n_labeled={n_labeled}: must be between 1 and {len(train_ids)} (the cases in train.list)")
     sources = {case_id: _find_h5(root, case_id) for case_id in [*train_ids, *test_ids]}
     dst = Path(dst)
-    prepare_dataset_folder(dst, overwrite)
+    folder = prepare_dataset_folder(dst, overwrite)
 
     layout = [(i, "imagesTr", "labelsTr") for i in train_ids[:n_labeled]]
     layout += [(i, "imagesUn", None) for i in train_ids[n_labeled:]]
@@ -51,8 +51,9 @@ def convert_la_h5(src: str | os.PathLike, dst: str | os.PathLike, n_labeled: int
     split_of = {"imagesTr": "training", "imagesUn": "unlabeled", "imagesTs": "test"}
     for case_id, image_dir, label_dir in tqdm(layout, desc="convert la-h5", unit="case", disable=not progress,
                                               file=sys.stderr, dynamic_ncols=True):
-        entry = _convert_case(sources[case_id], dst, f"la_{case_id}", image_dir, label_dir)
+        entry = _convert_case(sources[case_id], folder, f"la_{case_id}", image_dir, label_dir)
         entries[split_of[image_dir]].append(entry)
+    folder.add("dataset.json")
     return _write_dataset_json(dst, entries)
 
 
@@ -102,16 +103,16 @@ def _read_h5(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return image, label
 
 
-def _convert_case(h5_path: Path, dst: Path, case_id: str, image_dir: str, label_dir: str | None) -> dict:
+def _convert_case(h5_path: Path, folder, case_id: str, image_dir: str, label_dir: str | None) -> dict:
     image, label = _read_h5(h5_path)
     # h5 axes are (x, y, z); a Volume's array is (z, y, x).
     volume = Volume(np.ascontiguousarray(image.astype(np.float32).transpose(2, 1, 0)), spacing=LA_SPACING)
     entry = {"image": f"{image_dir}/{case_id}.nii.gz"}
-    write_volume(volume, dst / entry["image"], overwrite=True)
+    write_volume(volume, folder.add(entry["image"]), overwrite=True)
     if label_dir is not None:
         entry["label"] = f"{label_dir}/{case_id}.nii.gz"
         labels = volume.with_array(np.ascontiguousarray(label.astype(np.uint8).transpose(2, 1, 0)))
-        write_volume(labels, dst / entry["label"], overwrite=True)
+        write_volume(labels, folder.add(entry["label"]), overwrite=True)
     return entry
 
 

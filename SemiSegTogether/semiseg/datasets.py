@@ -11,9 +11,9 @@ reports all problems at once, or a summary when there are none.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +21,7 @@ import numpy as np
 
 from semiseg import nnunet
 from semiseg.errors import DataError
+from semiseg.ownership import GeneratedFolder
 from semiseg.io import image_extension, read_label, read_volume, strip_image_extension
 
 SPLITS = ("training", "unlabeled", "test")
@@ -89,22 +90,17 @@ class Dataset:
 LAYOUT_FOLDERS = ("imagesTr", "labelsTr", "imagesUn", "imagesTs", "labelsTs")
 
 
-def prepare_dataset_folder(out: Path, overwrite: bool) -> None:
-    """A folder ready to receive a dataset, with the layout's subfolders.
+def prepare_dataset_folder(out: Path, overwrite: bool) -> GeneratedFolder:
+    """A folder ready to receive a generated dataset, with the layout's subfolders.
 
-    A non-empty folder is refused unless `overwrite`; then only what a dataset consists of (the layout's
-    folders and dataset.json) is removed, never unrelated files, so stale cases cannot join the new one.
+    A non-empty folder is refused unless `overwrite`, and even then unless semiseg generated it (its
+    marker file lists what it wrote): only those files go, never the user's, so a real dataset given by
+    mistake is never touched. Record each file with the returned folder's `add` before writing it.
     """
-    if out.exists() and not out.is_dir():
-        raise DataError(f"{out}: exists and is not a folder")
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise DataError(f"{out}: folder is not empty (choose an empty folder or allow overwriting)")
-        for sub in LAYOUT_FOLDERS:
-            shutil.rmtree(out / sub, ignore_errors=True)
-        (out / "dataset.json").unlink(missing_ok=True)
+    folder = GeneratedFolder(out, "dataset").prepare(overwrite)
     for sub in LAYOUT_FOLDERS:
         (out / sub).mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def load_dataset(path: str | os.PathLike) -> Dataset:
@@ -402,6 +398,7 @@ class CaseInfo:
     task: str | None = None
     domain: str | None = None
     label_volumes_ml: dict[str, float] | None = None  # None for an unlabeled case
+    digest: str | None = None  # content hash of the image (None when images are not read)
 
 
 @dataclass
@@ -462,11 +459,15 @@ def check_dataset(ds: Dataset, read_images: bool = True) -> CheckReport:
     if not any(c.label is not None for c in ds.training):
         problems.append(f"{ds.root}: no labeled case in 'training'")
     infos = []
+    digests: dict[str, list[tuple[str, Case]]] = {}
     for split in SPLITS:
-        for case in ds.split(split):
+        for i, case in enumerate(ds.split(split)):
             info = _check_case(ds, case, split, read_images, problems)
             if info is not None:
                 infos.append(info)
+                if info.digest is not None:
+                    digests.setdefault(info.digest, []).append((f"{split}[{i}]", case))
+    problems += _leakage(ds, digests)
     if problems:
         listing = "\n".join(f"  - {p}" for p in problems)
         raise DataError(f"dataset {ds.name} ({ds.root}) has {len(problems)} problem(s):\n{listing}")
@@ -506,7 +507,40 @@ def _check_case(ds: Dataset, case: Case, split: str, read_images: bool, problems
         volumes = _check_label(ds, case, label.array, float(np.prod(label.spacing)), problems)
     shape = tuple(int(n) for n in geometry.array.shape)
     spacing = tuple(float(s) for s in geometry.spacing)
-    return CaseInfo(case.id, split, shape, spacing, case.task, case.domain, volumes)
+    digest = None if image is None else _content_digest(image)
+    return CaseInfo(case.id, split, shape, spacing, case.task, case.domain, volumes, digest)
+
+
+def _content_digest(volume) -> str:
+    """Hash of the voxels and the grid: the same scan under two names (or two formats) hashes alike."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(repr((volume.array.shape, str(volume.array.dtype), tuple(round(float(v), 4) for v in volume.spacing)))
+             .encode())
+    h.update(np.ascontiguousarray(volume.array).tobytes())
+    return h.hexdigest()
+
+
+def _leakage(ds: Dataset, digests: dict[str, list[tuple[str, Case]]]) -> list[str]:
+    """A file listed twice, or one scan (by content) both in training and in test, or twice in training: the
+    validation or test score would then measure memory, not generalisation."""
+    problems = []
+    where: dict[Path, list[str]] = {}
+    for split in SPLITS:
+        for i, case in enumerate(ds.split(split)):
+            where.setdefault(case.image, []).append(f"{split}[{i}]")
+    for path, entries in where.items():
+        if len(entries) > 1:
+            problems.append(f"{path}: listed {len(entries)} times ({', '.join(entries)}); list each scan once")
+    for group in digests.values():
+        paths = {case.image for _, case in group}
+        if len(paths) < 2:
+            continue  # one file listed twice: reported above
+        splits = [entry.split("[")[0] for entry, _ in group]
+        if "test" in splits and any(s != "test" for s in splits) or splits.count("training") > 1:
+            listing = ", ".join(f"{entry} {case.image}" for entry, case in group)
+            problems.append(f"identical images (same voxels and grid) in {listing}: one scan counted twice "
+                            f"leaks between training, validation and test; keep one")
+    return problems
 
 
 def _check_label(ds: Dataset, case: Case, array: np.ndarray, voxel_mm3: float, problems) -> dict[str, float]:
@@ -541,3 +575,31 @@ def _value_counts(array: np.ndarray) -> dict[int, int]:
         return {int(v): int(n) for v, n in enumerate(counts) if n}
     values, counts = np.unique(array, return_counts=True)
     return {int(v): int(n) for v, n in zip(values, counts)}
+
+
+# ---------------------------------------------------------------- one set of rules for every command
+
+_VALIDATED: dict[tuple, CheckReport] = {}
+
+
+def validate_dataset(path: str | os.PathLike) -> tuple[Dataset, CheckReport]:
+    """`check`'s rules, as train and bench apply them before any work: the dataset and every file in it
+    (DataError listing every problem). Remembered per process while no file changes, so a caller that
+    validates the same data twice reads it once."""
+    ds = load_dataset(path)
+    key = _state_key(ds)
+    if key not in _VALIDATED:
+        _VALIDATED[key] = check_dataset(ds)
+    return ds, _VALIDATED[key]
+
+
+def _state_key(ds: Dataset) -> tuple:
+    files = [ds.root / "dataset.json", *(p for c in ds.all_cases() for p in (c.image, c.label) if p is not None)]
+    stats = []
+    for f in files:
+        try:
+            st = f.stat()
+            stats.append((str(f), st.st_mtime_ns, st.st_size))
+        except OSError:
+            stats.append((str(f), None, None))
+    return tuple(stats)

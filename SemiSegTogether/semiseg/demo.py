@@ -9,7 +9,6 @@ planes.
 from __future__ import annotations
 
 import platform
-import shutil
 import time
 from pathlib import Path
 
@@ -18,27 +17,28 @@ import torch
 from semiseg import __version__
 from semiseg.datasets import load_dataset, read_channels
 from semiseg.devices import resolve_device
-from semiseg.errors import DataError
 from semiseg.evaluate import evaluate_folder
 from semiseg.infer import predict_volume
 from semiseg.io import read_label, read_volume, write_volume
 from semiseg.model import load_model
+from semiseg.ownership import GeneratedFolder
 from semiseg.overlays import overlay_planes
 from semiseg.predict_cases import prediction_name
 from semiseg.synthetic import make_dataset
 from semiseg.train import TrainConfig, train
 
 DEMO_METHODS = ("supervised", "mean-teacher")
+DEMO_OUTPUTS = ("data", "models", "predictions", "logs", "overlay.png", "report.md")
 
 
 def run_demo(out: Path, iterations: int = 300, device: str = "auto", overwrite: bool = False,
              methods=DEMO_METHODS, shape=(48, 48, 48), patch=(32, 32, 32), n_filters: int = 16,
              n_labeled: int = 4, n_unlabeled: int = 12, n_test: int = 4, progress: bool = True) -> Path:
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise DataError(f"{out}: exists and is not empty (pass --overwrite or choose another --out)")
-        shutil.rmtree(out)
+    # --overwrite replaces only an earlier demo's own outputs, never other files in the folder.
+    folder = GeneratedFolder(out, "demo").prepare(overwrite)
+    for entry in DEMO_OUTPUTS:
+        folder.add(entry)
     start = time.perf_counter()
     dev = resolve_device(device)
     data = make_dataset(out / "data", n_labeled=n_labeled, n_unlabeled=n_unlabeled, n_test=n_test, shape=shape,

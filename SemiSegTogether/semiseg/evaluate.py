@@ -6,16 +6,25 @@ from pathlib import Path
 
 from semiseg.datasets import load_dataset
 from semiseg.errors import DataError
-from semiseg.io import strip_image_extension
+from semiseg.io import image_extension, strip_image_extension
 from semiseg.metrics import EMPTY_CONVENTION, METRIC_KEYS, evaluate_predictions, summarize
 
 
 def prediction_files(pred_dir: Path) -> dict[str, Path]:
-    """Case id (file name without image extension) → prediction file."""
+    """Case id (file name without image extension) → prediction file; two files for one case are an error
+    (which one to score is not ours to guess)."""
     if not pred_dir.is_dir():
         raise DataError(f"{pred_dir}: no such folder of predictions")
-    return {strip_image_extension(p.name): p for p in sorted(pred_dir.iterdir())
-            if p.is_file() and not p.name.startswith(".")}
+    files: dict[str, Path] = {}
+    for p in sorted(pred_dir.iterdir()):
+        if not p.is_file() or p.name.startswith(".") or not image_extension(p):
+            continue
+        case_id = strip_image_extension(p.name)
+        if case_id in files:
+            raise DataError(f"{pred_dir}: two predictions for case {case_id!r} ({files[case_id].name} and "
+                            f"{p.name}); keep one")
+        files[case_id] = p
+    return files
 
 
 def evaluate_folder(pred_dir: Path, data: Path, split: str = "test") -> dict:
@@ -35,7 +44,8 @@ def evaluate_folder(pred_dir: Path, data: Path, split: str = "test") -> dict:
     scored: dict[str, dict] = {}
     for task, group in by_task.items():
         labels = {n: v for n, v in ds.foreground_labels.items() if task is None or n in ds.tasks.get(task, [n])}
-        scored.update(evaluate_predictions([(c.id, preds[c.id], c.label) for c in group], labels)["cases"])
+        scored.update(evaluate_predictions([(c.id, preds[c.id], c.label) for c in group], labels,
+                                           declared=set(ds.labels.values()))["cases"])
     cases_out = {c.id: scored[c.id] for c in cases}
     summary = {name: summarize([m[name] for m in cases_out.values() if name in m], keys=METRIC_KEYS)
                for name in [*ds.foreground_labels, "mean"]}

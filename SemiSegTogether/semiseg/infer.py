@@ -18,13 +18,25 @@ from torch import nn
 
 from semiseg.errors import ConfigError
 from semiseg.fastpaths import FastPaths, autocast
+from semiseg.input_profile import profile_warnings
+from semiseg.oblique import OBLIQUE_DEGREES, axis_aligned, labels_onto
+from semiseg.orientation import obliquity_degrees
 from semiseg.prepare import preprocess_channels
 from semiseg.prompts import merge_task_probabilities
-from semiseg.transforms import Preprocessing, preprocess_image_tensor, restore_to_grid
+from semiseg.transforms import (Preprocessing, oriented_shape, preprocess_image_tensor, restore_to_grid,
+                                to_input_orientation)
 from semiseg.volume import Volume
-from semiseg.window_batch import choose_sw_batch_size
+from semiseg.window_batch import choose_sw_batch_size, parse_sw_batch_size
 
 Progress = Callable[[float], None]
+
+
+def check_window_settings(overlap: float, sw_batch_size: int | str) -> None:
+    """ConfigError for a sliding-window setting MONAI would fail on (or loop forever with)."""
+    if not (isinstance(overlap, (int, float)) and 0.0 <= overlap < 1.0):
+        raise ConfigError(f"--overlap {overlap}: must be at least 0 and less than 1 (windows overlap by this "
+                          f"fraction; 0.5 is the default)")
+    parse_sw_batch_size(sw_batch_size)
 
 
 def window_count(shape: Sequence[int], patch: Sequence[int], overlap: float) -> int:
@@ -154,6 +166,7 @@ def predict_volume(net: nn.Module, manifest: dict, volume: Volume | Sequence[Vol
     `preprocess_on_device` resamples and normalises the image on `device` (the GPU, when it is one)
     rather than on the CPU with numpy; both give the same image within float rounding.
     """
+    check_window_settings(overlap, sw_batch_size)
     channels = [volume] if isinstance(volume, Volume) else list(volume)
     expected = len(manifest.get("channels") or [None])
     if len(channels) != expected:
@@ -166,16 +179,25 @@ def predict_volume(net: nn.Module, manifest: dict, volume: Volume | Sequence[Vol
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     prep = Preprocessing.from_dict(manifest["preprocessing"])
+    # A model of canonical orientation gets an oblique scan resampled axis-aligned (and its labels back).
+    realign = prep.orientation == "canonical" and obliquity_degrees(volume.direction) > OBLIQUE_DEGREES
+    work = [axis_aligned(v) for v in channels] if realign else channels
     if preprocess_on_device:
-        image = torch.stack([preprocess_image_tensor(v, prep, device) for v in channels])
+        image = torch.stack([preprocess_image_tensor(v, prep, device) for v in work])
     else:
-        image = preprocess_channels(channels, prep)
+        image = preprocess_channels(work, prep)
+    work = work[0]
     net = fast.prepare_network(net.to(device).eval(), device)
     labels = predict_classes(net, manifest, image, device, chosen, overlap, sw_batch_size, blend,
-                             out_shape=volume.array.shape, fast=fast, progress=progress)
+                             out_shape=oriented_shape(work, prep), fast=fast, progress=progress)
+    labels = np.ascontiguousarray(to_input_orientation(labels, work, prep))
+    if realign:
+        labels = labels_onto(work.with_array(labels), volume)
     if lcc:
         labels = keep_largest_component(labels)
-    stats = {"seconds": time.perf_counter() - start, "device": str(device), "fast_paths": fast.describe(device)}
+    stats = {"seconds": time.perf_counter() - start, "device": str(device), "fast_paths": fast.describe(device),
+             "warnings": profile_warnings(manifest.get("input_profile"), volume.spacing, volume.direction, image[0],
+                                          realigned=realign)}
     if device.type == "cuda":
         stats["peak_gpu_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
     return volume.with_array(labels), stats

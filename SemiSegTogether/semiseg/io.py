@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
+from semiseg.atomic import temporary_dir
 from semiseg.errors import DataError
+from semiseg.nifti_payload import check_nifti_payload, non_finite_error
 from semiseg.volume import Volume
 
 # Longest first, so "x.seg.nrrd" matches ".seg.nrrd" before ".nrrd".
@@ -108,11 +109,81 @@ def read_volume(path: str | os.PathLike, series_id: str | None = None) -> Volume
     return from_sitk(image, path)
 
 
-def _read_file(path: Path) -> sitk.Image:
+def _header(path: Path) -> sitk.ImageFileReader:
+    """A reader that has read `path`'s header only (size, type, geometry), no voxels."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
     try:
-        return sitk.ReadImage(str(path))
+        reader.ReadImageInformation()
     except RuntimeError as e:
         raise DataError(f"{path}: cannot read this image ({_sitk_reason(e)})") from None
+    return reader
+
+
+def _read_file(path: Path) -> sitk.Image:
+    """Header first (size, type: refuse what cannot fit), then the data is checked complete, then read."""
+    reader = _header(path)
+    check_fits_in_memory(path, reader.GetSize(), reader.GetNumberOfComponents(), reader.GetPixelID())
+    if image_extension(path) in (".nii", ".nii.gz"):
+        check_nifti_payload(path)  # ITK reads a short file silently and zeroes NaN/inf
+    try:
+        image = reader.Execute()
+    except RuntimeError as e:
+        raise DataError(f"{path}: cannot read this image ({_sitk_reason(e)})") from None
+    _check_finite(image, path)
+    return image
+
+
+def check_fits_in_memory(path, size, components: int, pixel_id: int) -> None:
+    """Refuse, from the header alone, an image whose voxels (as float32, as training and prediction hold
+    them, plus the stored copy) would not fit in the memory available now."""
+    voxels = int(np.prod([int(n) for n in size], dtype=object)) * max(1, int(components))
+    stored = np.dtype(_numpy_type(pixel_id)).itemsize
+    needed = voxels * (stored + 4)
+    available = available_memory_bytes()
+    if available is not None and needed > available:
+        raise DataError(
+            f"{path}: the header describes {' x '.join(str(int(n)) for n in size)} voxels, which need "
+            f"{needed / 2**30:.1f} GiB in memory; only {available / 2**30:.1f} GiB is available — is the header "
+            f"corrupt? Otherwise crop or downsample the image first"
+        )
+
+
+def available_memory_bytes() -> int | None:
+    """MemAvailable from /proc/meminfo (Linux), else None (not checked)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _numpy_type(pixel_id: int):
+    try:
+        return sitk.GetArrayViewFromImage(sitk.Image([1, 1, 1], pixel_id)).dtype
+    except (RuntimeError, TypeError):
+        return np.float64  # unusual types: assume the widest scalar
+
+
+def _check_finite(image: sitk.Image, path) -> None:
+    array = sitk.GetArrayViewFromImage(image)
+    if np.issubdtype(array.dtype, np.floating):
+        bad = int(np.count_nonzero(~np.isfinite(array)))
+        if bad:
+            raise non_finite_error(path, bad)
+
+
+def read_geometry(path: str | os.PathLike) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(spacing, direction) of an image from its header alone (a DICOM folder is read whole)."""
+    path = Path(path)
+    if path.is_dir():
+        volume = read_volume(path)
+        return tuple(volume.spacing), tuple(volume.direction)
+    reader = _header(path)
+    return tuple(float(v) for v in reader.GetSpacing()), tuple(float(v) for v in reader.GetDirection())
 
 
 def _read_dicom_series(folder: Path, series_id: str | None) -> sitk.Image:
@@ -224,9 +295,15 @@ def write_volume(volume: Volume, path: str | os.PathLike, overwrite: bool = Fals
         raise DataError(f"{path}: cannot write this format; use one of {', '.join(WRITE_EXTENSIONS)}")
     if path.exists() and not overwrite:
         raise DataError(f"{path}: already exists (choose another name or allow overwriting)")
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder; give a file name to write the image to")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise DataError(f"{path}: cannot write there, {parent} is a file, not a folder")
+            break
     image = to_sitk(_for_writing(volume))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp_dir = temporary_dir(path, ".tmp")
     try:
         tmp_path = tmp_dir / path.name
         try:

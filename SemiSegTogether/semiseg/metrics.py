@@ -180,8 +180,12 @@ def evaluate_predictions(
     pairs: Sequence[tuple[str, str | Path, str | Path]],
     labels: Mapping[str, int],
     empty_distance: float | None = None,
+    declared: set[int] | None = None,
 ) -> dict:
     """Evaluate (case_id, prediction file, ground-truth file) triples.
+
+    `declared`: the label values a prediction may hold (background included); another value is a
+    DataError naming the file (a model of other labels, or a file that is not a prediction).
 
     Prediction and ground truth must lie on the same grid (shape, spacing,
     origin, direction), else DataError naming both files; mm distances use the
@@ -197,6 +201,12 @@ def evaluate_predictions(
         if case_id in cases:
             raise DataError(f"case {case_id!r} listed twice ({pred_path}, {gt_path})")
         pred = read_label(pred_path)
+        if declared is not None:
+            unknown = sorted(int(v) for v in set(np.unique(pred.array).tolist()) - set(declared))
+            if unknown:
+                raise DataError(f"{pred_path}: values {unknown} are not labels of this dataset "
+                                f"({', '.join(str(v) for v in sorted(declared))}); is it a prediction of another "
+                                f"model, or not a label map?")
         gt = read_label(gt_path)
         if not pred.same_geometry(gt):
             raise DataError(

@@ -16,8 +16,9 @@ from torch import nn
 
 from semiseg import __version__
 from semiseg.atomic import atomic_dir
-from semiseg.errors import ModelError
+from semiseg.errors import ModelError, SemiSegError
 from semiseg.nets import build_network
+from semiseg.ownership import check_model_target
 
 FORMAT = "semiseg-model"
 FORMAT_VERSION = 1
@@ -32,8 +33,7 @@ def save_model(path: str | Path, net: nn.Module, manifest: dict[str, Any], overw
     from safetensors.torch import save_file
 
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise ModelError(f"{path}: a model package already exists there (choose another name or pass --overwrite)")
+    check_model_target(path, overwrite)
     arch = getattr(net, "semiseg_arch", None)
     if arch is None:
         raise ModelError("the network was not built through semiseg.nets.build_network, so it cannot be saved")
@@ -75,6 +75,7 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn
         net = build_network(arch["name"], **arch.get("args", {}))
     except ModelError as exc:  # unknown name or arguments: say which package asked for it
         raise ModelError(f"{path / MANIFEST}: {exc}") from exc
+    _check_against_network(manifest, net, path / MANIFEST)
     state = _read_weights(path)
     try:
         net.load_state_dict(state, strict=True)
@@ -103,6 +104,19 @@ def _read_weights(path: Path) -> dict[str, torch.Tensor]:
     raise ModelError(f"{path}: no {WEIGHTS} (or {LEGACY_WEIGHTS}) in the package")
 
 
+def _check_against_network(manifest: dict, net: nn.Module, where: Path) -> None:
+    """The card must describe the network it comes with: as many labels as output classes, and prompted
+    only if the network takes a task prompt."""
+    prompted, takes_prompt = bool(manifest.get("prompted", False)), bool(getattr(net, "prompted", False))
+    if prompted != takes_prompt:
+        raise ModelError(f"{where}: 'prompted' is {str(prompted).lower()} but architecture "
+                         f"{manifest['architecture']['name']!r} {'takes' if takes_prompt else 'takes no'} task prompt")
+    n_classes = manifest["architecture"].get("args", {}).get("n_classes")
+    if not prompted and n_classes is not None and n_classes != len(manifest["labels"]) + 1:
+        raise ModelError(f"{where}: lists {len(manifest['labels'])} label(s) but the network has {n_classes} output "
+                         f"classes (background + {n_classes - 1}); the card does not match the weights")
+
+
 def _validate(manifest: Any, where: Path) -> None:
     if not isinstance(manifest, dict):
         raise ModelError(f"{where}: model.json must hold a JSON object")
@@ -125,6 +139,16 @@ def _validate(manifest: Any, where: Path) -> None:
         if not (isinstance(lab, dict) and isinstance(lab.get("name"), str) and isinstance(lab.get("value"), int)
                 and lab["value"] > 0):
             raise ModelError(f"{where}: each label needs a 'name' and a positive integer 'value', got {lab!r}")
+    values = [lab["value"] for lab in labels]
+    if len(set(values)) != len(values):
+        raise ModelError(f"{where}: two labels share a value ({values})")
     patch = manifest["patch_size"]
-    if not (isinstance(patch, list) and len(patch) == 3 and all(isinstance(p, int) and p > 0 for p in patch)):
-        raise ModelError(f"{where}: 'patch_size' must be three positive integers, got {patch!r}")
+    if not (isinstance(patch, list) and len(patch) == 3
+            and all(isinstance(p, int) and p >= 16 and p % 16 == 0 for p in patch)):
+        raise ModelError(f"{where}: 'patch_size' must be three multiples of 16 (the V-Net halves it four "
+                         f"times), got {patch!r}")
+    from semiseg.transforms import Preprocessing
+    try:
+        Preprocessing.from_dict(manifest["preprocessing"])
+    except SemiSegError as exc:
+        raise ModelError(f"{where}: 'preprocessing': {exc}") from None

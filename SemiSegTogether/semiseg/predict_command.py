@@ -31,6 +31,7 @@ def plan(args, n_channels: int) -> tuple[list[PredictCase], list[PredictCase], b
         planned = plan_outputs(collect_cases(inputs, n_channels), out)
         if not planned:
             raise DataError(f"{', '.join(map(str, inputs))}: no image to predict")
+    refuse_unsafe_outputs(planned, overwrite=args.overwrite)
     existing = existing_outputs(planned)
     if args.overwrite or not existing:
         return planned, [], many
@@ -42,6 +43,16 @@ def plan(args, n_channels: int) -> tuple[list[PredictCase], list[PredictCase], b
     raise AssertionError("unreachable")
 
 
+def refuse_unsafe_outputs(planned: list[PredictCase], overwrite: bool) -> None:
+    """An output that is one of the inputs (never replaced, even with --overwrite), a folder, or under a file."""
+    from semiseg.ownership import check_new_file, same_file
+    for case in planned:
+        if any(same_file(case.output, p) for p in case.inputs):
+            raise DataError(f"--output {case.output}: is the input image; choose another file (the scan is never "
+                            f"replaced)")
+        check_new_file(case.output, True, "--output")  # existing files: decided below (--overwrite, --skip-existing)
+
+
 def run_predict(args, started: float) -> int:
     from semiseg.cli import _fast_paths as fast_paths
     from semiseg.devices import resolve_device
@@ -50,6 +61,11 @@ def run_predict(args, started: float) -> int:
     from semiseg.io import read_volume, write_volume
     from semiseg.model import load_model, read_manifest
 
+    from semiseg.infer import check_window_settings
+    from semiseg.ownership import check_new_file
+    check_window_settings(args.overlap, args.sw_batch_size)  # before the model is loaded or a scan read
+    if args.events and args.events != "-":
+        check_new_file(args.events, args.overwrite, "--events")
     with EventWriter(args.events) as events:
         try:
             device = resolve_device(args.device)
@@ -87,6 +103,9 @@ def run_predict(args, started: float) -> int:
                                               fast=fast, preprocess_on_device=not args.cpu_preprocessing,
                                               progress=progress)
                 window_seconds += stats["seconds"]
+                for warning in stats.pop("warnings", []):
+                    events.emit("warning", message=warning, case=case.id)
+                    tqdm.write(f"semiseg predict: warning: {case.inputs[0]}: {warning}", file=sys.stderr)
                 if case.output.name.lower().endswith(".seg.nrrd"):  # segments with the model's names, colours
                     from semiseg.segfile import write_segmentation
                     chosen = [lab for lab in manifest["labels"] if not prompts or lab["name"] in prompts]

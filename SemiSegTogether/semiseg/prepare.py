@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from semiseg.datasets import DEFAULT_TASK, Case, Dataset, read_channels
-from semiseg.io import read_label
+from semiseg.input_profile import training_spacing
+from semiseg.io import read_geometry, read_label
 from semiseg.sampling import PreparedCase
 from semiseg.transforms import Preprocessing, preprocess_image, preprocess_label
 from semiseg.volume import Volume
@@ -84,6 +85,15 @@ def prepare_case(case: Case, prep: Preprocessing, space: LabelSpace, with_label:
         label = space.lookup()[preprocess_label(lab, prep)]
     return PreparedCase(id=case.id, image=image, label=label, task=space.task_index(case),
                         domain=space.domain_index(case))
+
+
+def training_preprocessing(cfg, cases: list[Case]) -> tuple[Preprocessing, list[tuple]]:
+    """The run's preprocessing: canonical orientation, and the asked spacing or, when none was asked, the
+    training cases' median spacing (recorded, so a scan at another spacing is resampled at prediction);
+    with the cases' (spacing, direction), read from the headers."""
+    geometries = [read_geometry(k.image) for k in cases]
+    spacing = tuple(cfg.spacing) if cfg.spacing else training_spacing(geometries)
+    return Preprocessing(spacing=spacing, intensity=cfg.intensity, orientation="canonical"), geometries
 
 
 def split_validation(training: list[Case], n_val: int | None) -> tuple[list[Case], list[Case]]:

@@ -295,7 +295,7 @@ def make_dataset(
                 raise ConfigError(f"task {task!r}: unknown or no structures {unknown or list(members)}; known: {names}")
         task_names = list(tasks)
 
-    prepare_dataset_folder(out, overwrite)
+    folder = prepare_dataset_folder(out, overwrite)
 
     value_of = {s.name: s.value for s in structures}
     index = 0
@@ -306,13 +306,13 @@ def make_dataset(
         image, label = make_phantom(shape, seed=_case_seed(seed, index), domain=domain, structures=structures)
         index += 1
         entry = {"image": f"{split_images}/{cid}.nii.gz"}
-        write_volume(image, out / entry["image"], overwrite=True)
+        write_volume(image, folder.add(entry["image"]), overwrite=True)
         if split_labels is not None:
             if task is not None:
                 keep = [value_of[n] for n in tasks[task]]
                 label = label.with_array(np.where(np.isin(label.array, keep), label.array, 0).astype(np.uint8))
             entry["label"] = f"{split_labels}/{cid}.nii.gz"
-            write_volume(label, out / entry["label"], overwrite=True)
+            write_volume(label, folder.add(entry["label"]), overwrite=True)
         entry["domain"] = domain
         if task is not None:
             entry["task"] = task
@@ -348,5 +348,5 @@ def make_dataset(
     }
     if tasks is not None:
         desc["tasks"] = {t: list(m) for t, m in tasks.items()}
-    (out / "dataset.json").write_text(json.dumps(desc, indent=2) + "\n")
+    (folder.add("dataset.json")).write_text(json.dumps(desc, indent=2) + "\n")
     return out

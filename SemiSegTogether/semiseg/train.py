@@ -15,41 +15,47 @@ from __future__ import annotations
 
 import random
 import signal
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from semiseg import distributed
 from semiseg.devices import resolve_device
 from semiseg.errors import ConfigError
 from semiseg.events import EventWriter
-from semiseg.fastpaths import FastPaths
-from semiseg.methods import MethodContext, build_method
+from semiseg.methods import build_method
+from semiseg.process import seconds_since_start
 from semiseg.sampling import PatchStream
 from semiseg.training.checkpoints import Checkpoints, Resumable
 from semiseg.training.config import OPTIMIZERS, SCHEDULES, Cancelled, TrainConfig, TrainResult, validate_config
-from semiseg.training.data import TrainingData, auto_patch
+from semiseg.training.data import TrainingData, auto_patch, method_context
 from semiseg.training.distribution import wrap_distributed
 from semiseg.training.optimisation import Optimisation
 from semiseg.prepare import split_validation
 from semiseg.training.curves import LossCurve, write_curves
 from semiseg.training.inference_cost import measure_prediction
 from semiseg.training.package import ModelCard, export_models, peak_memory_mb
+from semiseg.training.progress import Progress
+from semiseg.training.step import optimiser_step
 from semiseg.training.validation import Validator
+from semiseg.resume_settings import run_settings
+from semiseg.train_checks import check_train_request
 
 __all__ = ["OPTIMIZERS", "SCHEDULES", "Cancelled", "TrainConfig", "TrainResult", "auto_patch", "train"]
 
 
 def train(cfg: TrainConfig) -> TrainResult:
+    check_train_request(cfg)  # settings, outputs and the dataset by check's rules, before any work
     # Under torchrun only rank 0 writes events (and everything else the user sees).
     events = EventWriter(cfg.events if distributed.launch_rank() == 0 else None, append=cfg.resume)
     joined_here = not distributed.is_initialized()
+    threads = torch.get_num_threads()
     try:
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
         return _Trainer(cfg, events).run()
     except Cancelled as exc:
         events.emit("error", message=str(exc))
@@ -65,6 +71,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         events.emit("error", message=f"{type(exc).__name__}: {exc}")
         raise
     finally:
+        torch.set_num_threads(threads)
         events.close()
         if joined_here:
             distributed.cleanup()
@@ -102,12 +109,8 @@ class _Trainer:
 
     def _build(self) -> None:
         c, data = self.cfg, self.data
-        space = data.space
-        context = MethodContext(in_channels=len(data.dataset.channels), n_classes=space.n_classes, total_iterations=c.iterations,
-                                n_tasks=max(1, len(space.tasks)), n_domains=max(1, len(space.domains)),
-                                task_classes=space.task_classes or [list(range(1, space.n_classes))],
-                                domains=data.split_domains(), class_fractions=data.class_fractions(),
-                                options=dict(c.method_options))
+        context = method_context(data.space, c.iterations, data.split_domains(), data.class_fractions(),
+                                 c.method_options, in_channels=len(data.dataset.channels))
         self.method = build_method(c.method, context).to(self.device)
         # channels_last for every network of the method (EMA teachers too); compiled: the trainable one.
         self.fast.prepare_network(self.method, self.device, compiled=self.method.trainable())
@@ -125,10 +128,15 @@ class _Trainer:
                                                 seed=c.seed + 7919, rank=self.rank, fg_ratio=0.0,
                                                 augment=c.augment, with_labels=False)
         self.card = ModelCard(data, c.label_info)
-        self.validator = Validator(self.method, data.val_cases, space, self.device, self.card.manifest_for,
+        self.validator = Validator(self.method, data.val_cases, data.space, self.device, self.card.manifest_for,
                                    self.workdir / "best.pt", self.events, c.val_overlap, self.fast)
         self.resumable = Resumable(c.method, self.method, self.optimisation, self.labeled_stream,
-                                   self.unlabeled_stream, self.validator)
+                                   self.unlabeled_stream, self.validator,
+                                   settings=run_settings(c, data.patch, data.prep.to_dict()))
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        return self.optimisation.optimizer
 
     # ---- loop ---------------------------------------------------------------------------------------
     def run(self) -> TrainResult:
@@ -136,7 +144,10 @@ class _Trainer:
         start_it, elapsed_before = 0, 0.0
         if c.resume:
             start_it, elapsed_before = self.checkpoints.restore(self.resumable, self.device)
+        # The ETA before the first step: the plan's prediction (`semiseg plan`), less what has passed since.
+        eta = _planned(c.plan, "total") - seconds_since_start() if c.plan and not c.resume else None
         self.events.emit("start", total_iterations=c.iterations, start_iteration=start_it, method=c.method,
+                         eta_seconds=eta, budget_seconds=(c.plan or {}).get("budget_seconds"),
                          device=str(self.device), patch=data.patch, labeled=len(data.train_cases),
                          validation=len(data.val_cases), unlabeled=len(data.unlabeled_cases),
                          amp=self.amp, fast_paths=self.fast.describe(self.device), resumed=bool(c.resume),
@@ -144,15 +155,15 @@ class _Trainer:
                          global_batch_labeled=c.batch_labeled * self.world_size,
                          global_batch_unlabeled=c.batch_unlabeled * self.world_size)
         ckpt_every = c.checkpoint_every or c.val_every
-        emit_every = max(1, c.iterations // 500)
         t0 = time.perf_counter() - elapsed_before
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
         for sig in previous:
             signal.signal(sig, self._on_signal)
-        bar = tqdm(total=c.iterations, initial=start_it, disable=not (c.progress and self.is_main), file=sys.stderr,
-                   desc=f"{c.method}", dynamic_ncols=True, unit="it")
+        progress = Progress(self.events, c.iterations, start_it, c.val_every, bool(data.val_cases), c.event_seconds,
+                            c.progress and self.is_main, c.method, export_seconds=_planned(c.plan, "export"),
+                            planned_eta=eta)
         last_dice = None
         self.step_seconds = 0.0
         self.loss_curve = LossCurve()
@@ -160,17 +171,14 @@ class _Trainer:
             for it in range(start_it, c.iterations):
                 step_start = time.perf_counter()
                 losses = self._step(it)
-                self.step_seconds += time.perf_counter() - step_start
+                seconds = time.perf_counter() - step_start
+                self.step_seconds += seconds
                 done = it + 1
                 self.loss_curve.record(done, losses)
-                bar.update(1)
-                bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items() if k in ("total", "supervised")})
-                if done % emit_every == 0 or done == c.iterations:
-                    spent = time.perf_counter() - t0
-                    rate = (done - start_it) / max(spent - elapsed_before, 1e-9)
-                    self.events.emit("iteration", iteration=done, total_iterations=c.iterations, losses=losses,
-                                     lr=self.optimisation.lr, eta_seconds=(c.iterations - done) / max(rate, 1e-9))
-                if data.val_cases and (done % c.val_every == 0 or done == c.iterations):
+                validating = bool(data.val_cases) and (done % c.val_every == 0 or done == c.iterations)
+                progress.stepped(done, seconds, losses, self.optimisation.lr, validating)
+                after_step = time.perf_counter()
+                if validating:
                     if self.is_main:
                         last_dice = self.validator.validate(done)
                     distributed.barrier()  # no rank runs ahead into the next step's collectives
@@ -180,11 +188,13 @@ class _Trainer:
                     self._cancel = bool(distributed.all_reduce_max(flag)[0])
                 if done % ckpt_every == 0 or done == c.iterations or self._cancel:
                     self.checkpoints.save(self.resumable, done, time.perf_counter() - t0)
+                if validating:
+                    progress.validated(last_dice, time.perf_counter() - after_step)
                 if self._cancel:
                     raise Cancelled(f"cancelled at iteration {done}; the last checkpoint is in {self.workdir} "
                                     f"(continue with --resume)")
         finally:
-            bar.close()
+            progress.close()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         seconds = time.perf_counter() - t0
@@ -200,22 +210,8 @@ class _Trainer:
         self._cancel = True
 
     def _step(self, it: int) -> dict[str, float]:
-        self.method.train()
-        labeled = _to_device(next(self.labeled_stream), self.device, self.fast)
-        unlabeled = _to_device(next(self.unlabeled_stream), self.device, self.fast) if self.unlabeled_stream else None
-        self.method.before_optimizer_step(it)
-        with self.fast.autocast(self.device):
-            losses = self.method.training_step(labeled, unlabeled, it)
-        total = losses["total"]
-        if not torch.isfinite(total):
-            raise FloatingPointError(f"the loss became {total.item()} at iteration {it + 1}; lower the learning "
-                                     f"rate or check the data")
-        self.optimisation.step(total)
-        if self.ddp is not None:
-            # BatchNorm running statistics: rank 0's everywhere, so that EMA teachers stay identical.
-            distributed.broadcast_buffers(self.method.trainable())
-        self.method.after_optimizer_step(it)
-        return {k: float(v.detach().float()) for k, v in losses.items()}
+        return optimiser_step(self.method, self.optimisation, self.labeled_stream, self.unlabeled_stream,
+                              self.device, self.fast, it, self.ddp)
 
     def _finish(self, seconds: float, last_dice: float | None) -> TrainResult:
         c, data, best = self.cfg, self.data, self.validator.best
@@ -235,6 +231,8 @@ class _Trainer:
                          "schedule": self.optimisation.schedule, "amp": self.amp, "world_size": self.world_size,
                          "fast_paths": self.fast.describe(self.device)},
         }
+        if c.plan is not None:
+            card["plan"] = c.plan
         if self.validator.inference_cost:
             first_val = split_validation(data.dataset.training, c.val_cases)[1][0]
             card["inference"] = {**self.validator.inference_cost, **measure_prediction(
@@ -248,13 +246,12 @@ class _Trainer:
                            self.step_seconds)
 
 
+def _planned(plan: dict | None, part: str) -> float:
+    """A predicted duration from the run's plan (semiseg.plan), 0 without one."""
+    return float((plan or {}).get("predicted", {}).get(part) or 0.0)
+
+
 def _seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def _to_device(batch: dict, device: torch.device, fast: FastPaths) -> dict:
-    """The batch's tensors on `device`; 5D images in the network's memory format."""
-    return {k: (fast.prepare_input(v.to(device, non_blocking=True)) if isinstance(v, torch.Tensor) else v)
-            for k, v in batch.items()}

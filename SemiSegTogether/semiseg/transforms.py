@@ -24,15 +24,19 @@ from monai.transforms import (
     RandScaleIntensity,
     RandShiftIntensity,
     Resize,
+    Rotate90,
     ScaleIntensityRange,
     ScaleIntensityRangePercentiles,
 )
+from monai.data import get_track_meta, set_track_meta
 from monai.utils import convert_to_numpy, convert_to_tensor
 
 from .errors import ConfigError, DataError
+from .orientation import canonical_shape, canonical_spacing, from_canonical, to_canonical
 from .volume import Volume
 
 INTENSITY_MODES = ("zscore", "ct", "percentile", "none")
+ORIENTATIONS = ("canonical", "native")
 
 
 def _triple(value, what: str, positive: bool = True) -> tuple[float, float, float]:
@@ -61,6 +65,9 @@ class Preprocessing:
     intensity: str = "zscore"  # "zscore" | "ct" | "percentile" | "none"
     ct_window: tuple[float, float] = (-125.0, 275.0)  # HU range mapped to [0, 1] for "ct"
     percentiles: tuple[float, float] = (0.5, 99.5)  # mapped to [0, 1] for "percentile"
+    # "canonical": axes permuted/flipped to LPS before the network (semiseg.orientation); "native": as stored
+    # (what models written before this setting existed did, hence the default when a card does not say).
+    orientation: str = "native"
 
     def __post_init__(self):
         # Normalise lists (from JSON) to tuples and reject bad settings early,
@@ -71,6 +78,8 @@ class Preprocessing:
             raise ConfigError(
                 f"unknown intensity normalisation {self.intensity!r}; choose one of {', '.join(INTENSITY_MODES)}"
             )
+        if self.orientation not in ORIENTATIONS:
+            raise ConfigError(f"unknown orientation {self.orientation!r}; choose one of {', '.join(ORIENTATIONS)}")
         self.ct_window = _pair(self.ct_window, "ct_window")
         self.percentiles = _pair(self.percentiles, "percentiles")
         if not (0.0 <= self.percentiles[0] and self.percentiles[1] <= 100.0):
@@ -83,13 +92,14 @@ class Preprocessing:
             out["ct_window"] = list(self.ct_window)
         if self.intensity == "percentile":
             out["percentiles"] = list(self.percentiles)
+        out["orientation"] = self.orientation
         return out
 
     @classmethod
     def from_dict(cls, d: dict) -> "Preprocessing":
         if not isinstance(d, dict):
             raise ConfigError(f"preprocessing must be an object, got {type(d).__name__}")
-        known = {"spacing", "intensity", "ct_window", "percentiles"}
+        known = {"spacing", "intensity", "ct_window", "percentiles", "orientation"}
         unknown = sorted(set(d) - known)
         if unknown:
             # A setting we do not know would be silently ignored, so the
@@ -105,10 +115,29 @@ def resampled_shape(shape_zyx: Sequence[int], spacing_xyz: Sequence[float], targ
     return tuple(max(1, int(round(n * s / t))) for n, s, t in zip(shape_zyx, spacing_zyx, target_zyx))
 
 
-def _target_shape(volume: Volume, prep: Preprocessing) -> tuple:
+def _oriented(volume: Volume, prep: Preprocessing) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """The array (z, y, x) and spacing (x, y, z) in the orientation the network works in."""
+    if prep.orientation == "canonical":
+        return to_canonical(volume.array, volume.direction), canonical_spacing(volume.spacing, volume.direction)
+    return volume.array, tuple(volume.spacing)
+
+
+def oriented_shape(volume: Volume, prep: Preprocessing) -> tuple[int, int, int]:
+    """Shape (z, y, x) of the volume's own grid in the network's orientation (before resampling)."""
+    if prep.orientation == "canonical":
+        return canonical_shape(volume.array.shape, volume.direction)
+    return tuple(volume.array.shape)
+
+
+def to_input_orientation(array, volume: Volume, prep: Preprocessing):
+    """A (..., z, y, x) array in the network's orientation, back in the stored order of `volume`."""
+    return from_canonical(array, volume.direction) if prep.orientation == "canonical" else array
+
+
+def _target_shape(shape_zyx, spacing_xyz, prep: Preprocessing) -> tuple:
     if prep.spacing is None:
-        return tuple(volume.array.shape)
-    return resampled_shape(volume.array.shape, volume.spacing, prep.spacing)
+        return tuple(shape_zyx)
+    return resampled_shape(shape_zyx, spacing_xyz, prep.spacing)
 
 
 def _check_volume(volume: Volume, what: str) -> None:
@@ -134,11 +163,12 @@ def preprocess_image_tensor(volume: Volume, prep: Preprocessing, device: torch.d
     once and the resampling and normalisation run there.
     """
     _check_volume(volume, "image")
-    arr = np.asarray(volume.array, dtype=np.float32)
+    oriented, spacing = _oriented(volume, prep)
+    arr = np.asarray(oriented, dtype=np.float32)
     img = torch.from_numpy(np.ascontiguousarray(arr)).to(device)[None]
     if not bool(torch.isfinite(img).all()):
         raise DataError(f"{volume.path or 'image'}: contains NaN or infinite voxels")
-    shape = _target_shape(volume, prep)
+    shape = _target_shape(arr.shape, spacing, prep)
     if shape != tuple(arr.shape):
         # Blur before shrinking so downsampling does not alias; trilinear with
         # align_corners=False, the same convention restore_to_grid inverts.
@@ -159,13 +189,14 @@ def preprocess_image_tensor(volume: Volume, prep: Preprocessing, device: torch.d
 def preprocess_label(label: Volume, prep: Preprocessing) -> np.ndarray:
     """Label map on the same grid as preprocess_image gives its image: int64 (z, y, x)."""
     _check_volume(label, "label")
-    arr = np.asarray(label.array)
+    oriented, spacing = _oriented(label, prep)
+    arr = np.asarray(oriented)
     if not np.issubdtype(arr.dtype, np.integer):
         if not np.isfinite(arr).all() or np.any(arr != np.round(arr)):
             raise DataError(f"{label.path or 'label'}: label values must be whole numbers")
     if arr.min() < 0:
         raise DataError(f"{label.path or 'label'}: negative label value {int(arr.min())}")
-    shape = _target_shape(label, prep)
+    shape = _target_shape(arr.shape, spacing, prep)
     if shape == tuple(arr.shape):
         return arr.astype(np.int64)
     # "nearest-exact" samples voxel centres (torch's plain "nearest" is off by
@@ -239,7 +270,16 @@ class Augmentation:
     def __call__(self, data: dict, rng: np.random.Generator | None = None) -> dict:
         if self.strength == "none":
             return data
-        rng = self._rng if rng is None else rng
+        # MONAI's MetaTensor bookkeeping (an affine per transform, torch.eye and matrix products each time) is
+        # half of the augmentation's CPU time and nothing here reads it: off for the call, restored after.
+        tracking = get_track_meta()
+        set_track_meta(False)
+        try:
+            return self._apply(data, self._rng if rng is None else rng)
+        finally:
+            set_track_meta(tracking)
+
+    def _apply(self, data: dict, rng: np.random.Generator) -> dict:
         # One MONAI RandomState per call, seeded from the caller's generator.
         state = np.random.RandomState(int(rng.integers(0, 2**32 - 1)))
         for t in (*self.spatial, *self.intensity):
@@ -257,7 +297,15 @@ class Augmentation:
             lab = torch.as_tensor(label.astype(np.float32))[None]
         for t in self.spatial:
             t.randomize(None)
-            if isinstance(t, RandAffine):
+            if isinstance(t, RandRotate90):
+                # A quarter turn swaps height and width: on a patch where they differ the batch would no longer
+                # stack, so there a drawn odd number of quarter turns becomes a half turn (same draws).
+                k = _axial_turns(t, image.shape)
+                if k:
+                    image = Rotate90(k, t.spatial_axes)(image)
+                    if lab is not None:
+                        lab = Rotate90(k, t.spatial_axes)(lab)
+            elif isinstance(t, RandAffine):
                 image = t(image, mode="bilinear", randomize=False)
                 if lab is not None:
                     lab = t(lab, mode="nearest", randomize=False)
@@ -272,6 +320,15 @@ class Augmentation:
         if lab is not None:
             out["label"] = np.ascontiguousarray(np.rint(convert_to_numpy(lab)[0]).astype(label.dtype))
         return out
+
+
+def _axial_turns(t: RandRotate90, shape) -> int:
+    """Quarter turns to apply for a randomised RandRotate90 on a (C, D, H, W) tensor: 0 when not drawn."""
+    if not t._do_transform:
+        return 0
+    k = t._rand_k % 4
+    h, w = (shape[1 + a] for a in t.spatial_axes)
+    return 2 if k % 2 and h != w else k
 
 
 def build_augmentation(strength: str = "standard") -> Augmentation:

@@ -162,7 +162,7 @@ def steady_rate(events: Path, warmup: int) -> dict:
             its.append((e["iteration"], e["time"]))
     if not its:
         raise RuntimeError(f"{events}: no iteration events")
-    first_it, first_t = its[0]
+    first_t = its[0][1]
     base = next(((i, t) for i, t in its if i >= warmup), its[0])
     last_it, last_t = its[-1]
     rate = (last_it - base[0]) / (last_t - base[1]) if last_t > base[1] else float("nan")

@@ -12,6 +12,7 @@ from semiseg.atomic import atomic_path
 from semiseg.errors import ConfigError
 from semiseg.events import EventWriter
 from semiseg.sampling import PatchStream
+from semiseg.resume_settings import check_resume_settings, load_checkpoint
 from semiseg.training.optimisation import Optimisation
 from semiseg.training.validation import Validator
 
@@ -25,6 +26,7 @@ class Resumable:
     labeled_stream: PatchStream
     unlabeled_stream: PatchStream | None
     validator: Validator
+    settings: dict | None = None  # the settings that shape the weights (resume_settings.run_settings)
 
 
 class Checkpoints:
@@ -48,7 +50,7 @@ class Checkpoints:
             "method": run.method.state_dict(), "optimizer": opt.optimizer.state_dict(),
             "scheduler": opt.scheduler.state_dict(), "scaler": opt.scaler.state_dict(),
             "torch_rng": torch.get_rng_state(), "streams": streams,
-            "best": run.validator.best, "history": run.validator.history,
+            "best": run.validator.best, "history": run.validator.history, "settings": run.settings,
         }
         if self.world_size > 1:
             state["world_size"] = self.world_size
@@ -61,7 +63,9 @@ class Checkpoints:
         """Load last.pt into `run`; returns (iteration reached, seconds spent before)."""
         if not self.last.exists():
             raise ConfigError(f"--resume: no checkpoint at {self.last}")
-        state = torch.load(self.last, map_location=device, weights_only=True)
+        state = load_checkpoint(self.last, device)
+        if run.settings is not None:
+            check_resume_settings(state, run.settings, self.last)
         saved_world = int(state.get("world_size", 1))
         if saved_world != self.world_size:
             raise ConfigError(f"--resume: {self.last} was written by a run on {saved_world} process(es), "

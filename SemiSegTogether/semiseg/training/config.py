@@ -50,6 +50,9 @@ class TrainConfig:
     overwrite: bool = False
     export_last: bool = False
     progress: bool = True
+    threads: int | None = None  # CPU threads (torch.set_num_threads); None = PyTorch's default
+    event_seconds: float = 1.0  # an iteration event at most this often (and at the first, last, validated ones)
+    plan: dict | None = None  # the time plan (semiseg.plan) these settings came from; recorded in model.json
     # Distributed (torchrun): batch sizes are per rank; the global batch is world_size × these.
     sync_bn: bool = False  # convert BatchNorm to SyncBatchNorm (statistics over the global batch; CUDA only)
     dist_timeout: float = distributed.DEFAULT_TIMEOUT_S  # seconds a collective may wait for another rank
@@ -88,5 +91,7 @@ def validate_config(c: TrainConfig) -> None:
         raise ConfigError(f"--optimizer {c.optimizer}: expected one of {OPTIMIZERS}")
     if c.schedule is not None and c.schedule not in SCHEDULES:
         raise ConfigError(f"--schedule {c.schedule}: expected one of {SCHEDULES}")
+    if c.threads is not None and c.threads < 1:
+        raise ConfigError("--threads must be at least 1")
     if c.dist_timeout <= 0:
         raise ConfigError("--dist-timeout must be a positive number of seconds")

@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 
 from semiseg.datasets import load_dataset
-from semiseg.prepare import LabelSpace, prepare_case, split_validation
+from semiseg.input_profile import training_profile
+from semiseg.methods import MethodContext
+from semiseg.prepare import LabelSpace, prepare_case, split_validation, training_preprocessing
 from semiseg.training.config import TrainConfig
-from semiseg.transforms import Preprocessing
 
 
 class TrainingData:
@@ -19,12 +20,13 @@ class TrainingData:
     def __init__(self, cfg: TrainConfig):
         self.dataset = load_dataset(Path(cfg.data))
         self.space = LabelSpace.from_dataset(self.dataset)
-        self.prep = Preprocessing(spacing=tuple(cfg.spacing) if cfg.spacing else None, intensity=cfg.intensity)
         train_cases, val_cases = split_validation(self.dataset.training, cfg.val_cases)
+        self.prep, geometries = training_preprocessing(cfg, train_cases)
         self.train_cases = [prepare_case(k, self.prep, self.space, True) for k in train_cases]
         self.val_cases = [prepare_case(k, self.prep, self.space, True) for k in val_cases]
         self.unlabeled_cases = [prepare_case(k, self.prep, self.space, False) for k in self.dataset.unlabeled]
         self.patch = list(cfg.patch) if cfg.patch else auto_patch([k.image.shape[1:] for k in self.train_cases])
+        self.input_profile = training_profile(geometries, [k.image[0] for k in self.train_cases])
 
     def split_domains(self) -> dict[str, list[str]]:
         ds = self.dataset
@@ -34,6 +36,15 @@ class TrainingData:
     def class_fractions(self) -> list[float]:
         counts = sum(np.bincount(k.label.ravel(), minlength=self.space.n_classes) for k in self.train_cases)
         return [float(v) for v in counts / max(1, counts.sum())]
+
+
+def method_context(space: LabelSpace, iterations: int, domains: dict[str, list[str]], class_fractions: list[float],
+                   options: dict, in_channels: int = 1) -> MethodContext:
+    """What a method is built from: the label space, the run's length, the data's setting, its options."""
+    return MethodContext(in_channels=in_channels, n_classes=space.n_classes, total_iterations=iterations,
+                         n_tasks=max(1, len(space.tasks)), n_domains=max(1, len(space.domains)),
+                         task_classes=space.task_classes or [list(range(1, space.n_classes))],
+                         domains=domains, class_fractions=class_fractions, options=dict(options))
 
 
 def auto_patch(shapes: list[tuple[int, ...]], cap: int = 128) -> list[int]:

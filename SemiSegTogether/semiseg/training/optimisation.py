@@ -9,7 +9,7 @@ from semiseg.training.config import TrainConfig
 
 
 class Optimisation:
-    """`optimizer`, `scheduler` (stepped once per iteration) and `scaler` (enabled with AMP, i.e. on CUDA)."""
+    """`optimizer`, `scheduler` (stepped once per iteration) and `scaler` (enabled for fp16 autocast only)."""
 
     def __init__(self, cfg: TrainConfig, method, device: torch.device, fast: FastPaths):
         pref = method.optimizer_settings()

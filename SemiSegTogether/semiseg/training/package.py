@@ -32,7 +32,8 @@ class ModelCard:
         tasks = [{"name": t, "index": i, "labels": [n for n in space.names if space.task_of(n) == t]}
                  for i, t in enumerate(space.task_names)] if with_tasks else []
         return {"labels": labels, "tasks": tasks, "prompted": prompted, "channels": list(self.data.dataset.channels),
-                "patch_size": [int(p) for p in self.data.patch], "preprocessing": self.data.prep.to_dict()}
+                "patch_size": [int(p) for p in self.data.patch], "preprocessing": self.data.prep.to_dict(),
+                "input_profile": self.data.input_profile}
 
 
 def export_models(cfg, card: dict, net, best_ckpt: Path, last_dice: float | None,

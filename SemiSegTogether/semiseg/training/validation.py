@@ -12,6 +12,7 @@ import torch
 
 from semiseg.atomic import atomic_path
 from semiseg.events import EventWriter
+from semiseg.fastpaths import FastPaths
 from semiseg.infer import predict_classes
 from semiseg.training.inference_cost import sliding_window_cost
 

@@ -1,0 +1,162 @@
+"""The time planner on tiny data: it keeps to the budget and the memory limit, keeps explicit settings, says
+when a budget is too small; `semiseg plan` and `semiseg train --time`.
+
+The planner's choices rest on a timing probe; most tests replace it with a deterministic one (time and memory
+proportional to the work) so that they check the planning, not this machine's speed. No test asserts a
+wall-clock time.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from semiseg import plan as plan_module
+from semiseg.cli import main
+from semiseg.errors import ConfigError
+from semiseg.model import read_manifest
+from semiseg.plan import MAX_ITERATIONS, make_plan, parse_duration, parse_memory
+from semiseg.probe import StepTiming
+from semiseg.train import TrainConfig
+
+SECONDS_PER_UNIT = 2e-9  # fake step time per (voxel x patch x width²)
+
+
+def fake_probe(method, context, patch, batch_labeled, batch_unlabeled, device, settings, steps=2):
+    width = context.options.get("n_filters", 16)
+    patches = batch_labeled + batch_unlabeled
+    step = SECONDS_PER_UNIT * float(np.prod(patch)) * patches * width ** 2
+    return StepTiming(first_seconds=step, step_seconds=step, window_seconds=step / patches,
+                      peak_mb=float(np.prod(patch)) * patches * width * 4e-4, parameters=1000 * width ** 2,
+                      uses_unlabeled=True)
+
+
+@pytest.fixture()
+def fake(monkeypatch):
+    monkeypatch.setattr(plan_module, "probe", fake_probe)
+
+
+@pytest.fixture(scope="module")
+def planning_data(tmp_path_factory):
+    """Phantoms 48³ at 1 mm: room for several spacings and patch sizes."""
+    from semiseg.synthetic import make_dataset
+    return make_dataset(tmp_path_factory.mktemp("plan") / "ds", n_labeled=4, n_unlabeled=2, n_test=1,
+                        shape=(48, 48, 48), seed=0)
+
+
+def config(data, **changes) -> TrainConfig:
+    return replace(TrainConfig(data=str(data), out="unused.semiseg", method="mean-teacher", device="cpu"),
+                   **changes)
+
+
+def test_parse_duration_and_memory():
+    assert parse_duration("30m") == 1800 and parse_duration("1h30m") == 5400 and parse_duration("90s") == 90
+    assert parse_duration("1.5h") == 5400 and parse_duration("45") == 2700 and parse_duration("2min") == 120
+    for bad in ("soon", "30x", "-5m", "0m"):
+        with pytest.raises(ConfigError, match="--time"):
+            parse_duration(bad)
+    assert parse_memory("8G") == 8192 and parse_memory("512M") == 512 and parse_memory(None) is None
+    with pytest.raises(ConfigError, match="--memory"):
+        parse_memory("lots")
+
+
+def test_plan_keeps_to_the_budget_and_buys_more_with_more_time(planning_data, fake):
+    small = make_plan(config(planning_data), 120, memory_mb=1e5)
+    large = make_plan(config(planning_data), 1200, memory_mb=1e5)
+    for p in (small, large):
+        assert p.feasible, p.message
+        assert p.predicted["total"] <= p.budget_seconds
+        parts = ("planning", "preparation", "training", "validation", "export")
+        assert p.predicted["total"] == pytest.approx(sum(p.predicted[k] for k in parts), abs=0.5)
+        assert 1 <= p.val_every <= p.iterations and p.iterations <= MAX_ITERATIONS
+        assert all(v % 16 == 0 for v in p.patch)
+        assert set(p.reasons) >= {"spacing", "patch", "n_filters", "batch", "memory"}
+    cost = lambda p: np.prod(p.patch) * p.options["n_filters"] ** 2  # noqa: E731
+    assert cost(large) >= cost(small)
+    assert large.iterations * large.predicted["step_seconds"] > small.iterations * small.predicted["step_seconds"]
+    # the plan, the budget and the fingerprint are one JSON object (what model.json records)
+    record = json.loads(json.dumps(large.to_dict()))
+    assert record["budget_seconds"] == 1200 and record["fingerprint"]["smallest"]["thickness_mm"] > 0
+
+
+def test_a_budget_too_small_says_what_would_do(planning_data, monkeypatch):
+    def slow(*args, **kwargs):
+        t = fake_probe(*args, **kwargs)
+        return replace(t, step_seconds=t.step_seconds * 1e5, first_seconds=t.first_seconds * 1e5)
+
+    monkeypatch.setattr(plan_module, "probe", slow)
+    p = make_plan(config(planning_data), 60, memory_mb=1e5)
+    assert not p.feasible
+    assert "too small" in p.message and "would do" in p.message
+    # the cheapest setting was chosen: the coarsest spacing the thinnest structure allows, the narrowest width
+    assert p.options["n_filters"] == plan_module.MIN_WIDTH and p.spacing is not None
+    thinnest = p.fingerprint["smallest"]["thickness_mm"]
+    native = p.fingerprint["median_spacing"]
+    assert all(s <= max(n, thinnest / 3) + 1e-6 for s, n in zip(p.spacing, native))
+
+
+def test_plan_fits_a_memory_limit(planning_data, fake):
+    free = make_plan(config(planning_data), 1200, memory_mb=1e5)
+    limit = free.peak_memory_mb - 0.5 * _step_mb(free)
+    tight = make_plan(config(planning_data), 1200, memory_mb=limit)
+    assert tight.feasible, tight.message
+    assert tight.peak_memory_mb <= limit
+    assert np.prod(tight.patch) * (tight.batch_labeled + tight.batch_unlabeled) * tight.options["n_filters"] < \
+        np.prod(free.patch) * (free.batch_labeled + free.batch_unlabeled) * free.options["n_filters"]
+    impossible = make_plan(config(planning_data), 1200, memory_mb=1.0)
+    assert not impossible.feasible and "MB" in impossible.message
+
+
+def _step_mb(p) -> float:
+    return float(p.reasons["memory"].split("training step ")[1].split(" MB")[0])
+
+
+def test_explicit_settings_override_the_plan(planning_data, fake):
+    cfg = config(planning_data, patch=[16, 32, 32], iterations=37, method_options={"n_filters": 4}, val_every=5)
+    p = make_plan(cfg, 600, memory_mb=1e5, fixed={"patch", "iterations", "n_filters", "val_every"})
+    assert p.patch == [16, 32, 32] and p.iterations == 37 and p.options["n_filters"] == 4 and p.val_every == 5
+    assert p.reasons["patch"] == "as given" and p.reasons["n_filters"] == "as given"
+    applied = p.apply(cfg)
+    assert (applied.patch, applied.iterations, applied.val_every) == ([16, 32, 32], 37, 5)
+    assert applied.plan["fixed"] == ["iterations", "n_filters", "patch", "val_every"]
+    with pytest.raises(ConfigError, match="lr"):
+        make_plan(cfg, 600, fixed={"lr"})
+
+
+def test_the_real_probe_on_tiny_data(tiny_dataset):
+    """The real probe (the method's own training step on this machine): a complete, consistent plan."""
+    p = make_plan(config(tiny_dataset, method="supervised", method_options={"n_filters": 4}), 300,
+                  fixed={"n_filters"})
+    assert p.probes and all(pr["step_seconds"] > 0 and pr["window_seconds"] > 0 for pr in p.probes)
+    assert p.device["type"] == "cpu" and p.threads >= 1
+    assert p.predicted["step_seconds"] > 0 and p.iterations >= 1
+    text = p.format()
+    assert "predicted time" in text and "peak memory" in text and "network width" in text
+
+
+def test_cli_plan_json_and_train_with_a_time_budget(tiny_dataset, tmp_path, capsys):
+    code = main(["plan", str(tiny_dataset), "--method", "supervised", "--time", "2m", "--option", "n_filters=4",
+                 "--device", "cpu", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0 and isinstance(out["feasible"], bool)
+    assert out["budget_seconds"] == 120 and out["fixed"] == ["n_filters"] and out["options"]["n_filters"] == 4
+    # train --time with explicit iterations and patch: those are kept, the rest planned; model.json records it
+    model = tmp_path / "m.semiseg"
+    code = main(["train", "--data", str(tiny_dataset), "--out", str(model), "--method", "supervised",
+                 "--time", "10m", "--iterations", "3", "--patch", "16,16,16", "--option", "n_filters=4",
+                 "--device", "cpu", "--quiet"])
+    assert code == 0
+    err = capsys.readouterr().err
+    assert "Plan for supervised" in err and "predicted time" in err
+    card = read_manifest(model)
+    assert card["training"]["iterations"] == 3 and card["patch_size"] == [16, 16, 16]
+    assert card["plan"]["budget_seconds"] == 600 and card["plan"]["iterations"] == 3
+    assert set(card["plan"]["fixed"]) == {"iterations", "patch", "n_filters"}
+
+
+def test_cli_plan_needs_a_budget(tiny_dataset, capsys):
+    assert main(["plan", str(tiny_dataset), "--method", "supervised"]) == 2
+    assert "--time" in capsys.readouterr().err
