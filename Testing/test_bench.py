@@ -32,7 +32,7 @@ def test_report_structure(bench_run):
         assert (report.parent / f"overlay_{method}.png").stat().st_size > 1000
     for figure in ("dice_boxplot.png", "validation_curves.png"):
         assert (report.parent / figure).stat().st_size > 1000
-    assert len(results["runs"]) == 4
+    assert len(results["runs"]) == 6  # supervised, mean-teacher and its twin, 2 seeds each
     assert results["dataset"]["validation"] == 1 and results["dataset"]["test"] == 2
     assert "never the test split" in results["protocol"]["checkpoint_rule"]
 
@@ -52,6 +52,41 @@ def test_numbers_equal_a_separate_evaluation(bench_run, tiny_dataset):
             summary = results["methods"][method][ckpt]["dice"]
             assert summary["mean"] == pytest.approx(np.mean(seed_means), rel=1e-9)
             assert summary["std"] == pytest.approx(np.std(seed_means), rel=1e-9, abs=1e-12)
+
+
+def test_report_opens_with_the_paired_gain_over_the_twin(bench_run):
+    _, report, results = bench_run
+    text = report.read_text()
+    assert text.index("## Does the unlabeled pool help?") < text.index("## Protocol")
+    twin = "mean-teacher:unlabeled=false"
+    assert [r["method"] for r in results["runs"]].count(twin) == 2
+    assert all(r["options"]["unlabeled"] is False for r in results["runs"] if r["method"] == twin)
+    (row,) = results["paired"]
+    assert (row["method"], row["twin"]) == ("mean-teacher", twin)
+    for ckpt in ("best", "last"):
+        def per_seed(variant):
+            return {r["seed"]: np.mean([c["dice"] for c in r["checkpoints"][ckpt]["cases"].values()])
+                    for r in results["runs"] if r["method"] == variant}
+        ours, theirs, sup = per_seed("mean-teacher"), per_seed(twin), per_seed("supervised")
+        gain = row[ckpt]["gain_over_twin"]
+        diffs = [ours[s] - theirs[s] for s in (0, 1)]
+        np.testing.assert_allclose(gain["per_seed"], diffs, rtol=1e-9)
+        assert gain["mean"] == pytest.approx(np.mean(diffs)) and gain["n"] == 2
+        assert gain["improved"] == sum(d > 0 for d in diffs)
+        assert row[ckpt]["gain_over_supervised"]["mean"] == pytest.approx(np.mean([ours[s] - sup[s] for s in (0, 1)]))
+        cells = f"| mean-teacher | {ckpt} | {100 * np.mean(list(ours.values())):.1f} ± "
+        assert cells in text and f"| {gain['improved']}/2 |" in text
+
+
+def test_twins_are_added_once_and_only_where_there_is_an_unlabeled_term():
+    from semiseg.bench import twin_of, with_twins
+    assert with_twins(["mean-teacher", "dual-contrast:released=true"]) == [
+        "supervised", "mean-teacher", "mean-teacher:unlabeled=false", "dual-contrast:released=true",
+        "dual-contrast:released=true,unlabeled=false"]
+    assert with_twins(["supervised"]) == ["supervised"]
+    assert twin_of("versemi:stage1_fraction=1.0") is None and twin_of("mean-teacher:unlabeled=false") is None
+    assert with_twins(["versemi", "versemi:unlabeled=false", "supervised"]) == [
+        "supervised", "versemi", "versemi:unlabeled=false"]
 
 
 def test_validation_never_uses_the_test_split(bench_run):
@@ -88,3 +123,20 @@ def test_paper_profile_is_the_la_protocol():
     assert paper["spacing"] is None and paper["patch"] == [80, 112, 112]
     assert (paper["batch_labeled"], paper["batch_unlabeled"], paper["iterations"]) == (2, 2, 15000)
     assert all(p % 16 == 0 for profile in PROFILES.values() for p in profile["patch"])
+
+
+def test_peer_runs_are_reported_beside_the_methods(bench_run, tmp_path):
+    from dataclasses import replace
+    settings, _, results = bench_run
+    peer = [dict(r, method="nnunet-v2 (peer)") for r in results["runs"] if r["method"] == "supervised"]
+    (tmp_path / "peer.json").write_text(json.dumps({"peer": "nnunetv2", "runs": peer}))
+    report = bench(replace(settings, out=tmp_path / "docs", resume=True, methods=["supervised"],
+                           peers=[tmp_path / "peer.json"]))
+    text = report.read_text()
+    assert "| nnunet-v2 (peer) | last |" in text
+    again = json.loads((report.parent / "results.json").read_text())
+    assert again["methods"]["nnunet-v2 (peer)"]["last"]["dice"] == results["methods"]["supervised"]["last"]["dice"]
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(ConfigError, match="not a `semiseg peer` result"):
+        bench(replace(settings, out=tmp_path / "docs2", resume=True, methods=["supervised"],
+                      peers=[tmp_path / "bad.json"]))

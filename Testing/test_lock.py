@@ -28,9 +28,15 @@ def _lock() -> tuple[str, dict[str, Version]]:
     return python, pins
 
 
+# Extras outside CI, neither installed by the Makefile nor by the tests (nor locked): `.[peers]` holds the
+# peer tools `semiseg peer` runs for a benchmark row (nnunetv2).
+UNLOCKED_EXTRAS = {"peers"}
+
+
 def _declared() -> list[Requirement]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    extras = [r for group in project.get("optional-dependencies", {}).values() for r in group]
+    extras = [r for name, group in project.get("optional-dependencies", {}).items() if name not in UNLOCKED_EXTRAS
+              for r in group]
     return [Requirement(r) for r in project["dependencies"] + extras]
 
 

@@ -4,6 +4,10 @@ Each (method, seed) is trained with checkpoint selection on validation cases hel
 set (never the test split); both the selected ("best") and the last checkpoint predict the test split,
 and the predictions are evaluated like `semiseg evaluate`. The report gives mean ± std over seeds of
 each seed's mean over test cases, plus time, speed and memory, and the figures.
+
+Unless `--no-twins`, every semi-supervised variant runs beside its supervised twin (the same variant with
+`unlabeled=false`: same network, options, optimiser and schedule, no unlabeled term) and the plain
+supervised baseline, and the report opens with the paired gain (method − twin, seed by seed).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import shlex
 import shutil
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +35,7 @@ from semiseg.events import _clean
 from semiseg.figures import dice_boxplot, validation_curves
 from semiseg.infer import predict_volume
 from semiseg.io import read_label, read_volume, write_volume
-from semiseg.methods import method_class
+from semiseg.methods import method_class, method_names
 from semiseg.model import load_model
 from semiseg.overlays import overlay_planes
 from semiseg.predict_cases import prediction_name
@@ -77,6 +81,8 @@ class BenchSettings:
     resume: bool = False
     progress: bool = True
     command: str = ""
+    twins: bool = True
+    peers: list[Path] | None = None  # JSON files written by `semiseg peer`
 
     def profile_settings(self) -> dict:
         if self.profile not in PROFILES:
@@ -97,7 +103,9 @@ def run_bench(args) -> Path:
         out=Path(args.out) if args.out else None,
         workdir=Path(args.workdir) if args.workdir else None, device=args.device, iterations=args.iterations,
         lcc=args.lcc, overwrite=args.overwrite, resume=args.resume, progress=not args.quiet,
-        command="semiseg " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+        command="semiseg " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        options=parse_variant(":" + ",".join(args.option or []))[1], twins=not args.no_twins,
+        peers=[Path(f) for f in args.peer or []])
     return bench(settings)
 
 
@@ -117,9 +125,12 @@ def bench(s: BenchSettings) -> Path:
         raise ConfigError(f"{work}: exists and is not empty (pass --resume to reuse its finished runs, "
                           f"--overwrite to start again, or choose another --name)")
     device = resolve_device(s.device)
+    if s.twins:
+        s = replace(s, methods=with_twins(s.methods))
     ds, _ = validate_dataset(s.data)  # check's rules, before any run
     if not any(c.label is not None for c in ds.test):
         raise ConfigError(f"{s.data}: the test split has no labels to evaluate against")
+    peer_runs = [r for f in s.peers or [] for r in _read_peer(f)]  # read first: a bad file fails before training
     runs = []
     started = time.perf_counter()
     todo = []
@@ -136,6 +147,8 @@ def bench(s: BenchSettings) -> Path:
         run, reused = _cached_run(s, p, ds, variant, method, options, seed, device, work)
         clock.finished(time.perf_counter() - run_start, reused)
         runs.append(run)
+    runs += peer_runs
+    s = replace(s, methods=[*s.methods, *dict.fromkeys(r["method"] for r in peer_runs)])
     results = _aggregate(s, p, ds, runs, device, time.perf_counter() - started)
     report_dir.mkdir(parents=True, exist_ok=True)
     (report_dir / "results.json").write_text(json.dumps(_clean(results), indent=2) + "\n", encoding="utf-8")
@@ -191,6 +204,23 @@ def split_methods(text: str) -> list[str]:
     return out
 
 
+def twin_of(variant: str) -> str | None:
+    """The supervised twin of a variant ('mean-teacher' → 'mean-teacher:unlabeled=false'), None for a variant
+    that learns from no unlabeled image (supervised, a twin, VerSemi with stage1_fraction=1) or is a peer tool."""
+    method, own = parse_variant(variant)
+    if method not in method_names() or own.get("unlabeled") is False or not method_class(method).learns_from(own):
+        return None
+    return f"{variant},unlabeled=false" if own else f"{variant}:unlabeled=false"
+
+
+def with_twins(variants: list[str]) -> list[str]:
+    """Plain supervised first, then each variant followed by its twin (each once)."""
+    out = ["supervised"] if any(twin_of(v) for v in variants) else []
+    for v in variants:
+        out += [x for x in (v, twin_of(v)) if x and x not in out]
+    return out
+
+
 def parse_variant(spec: str) -> tuple[str, dict]:
     """'dual-contrast:released=true,confidence=0.7' → ('dual-contrast', {'released': True, 'confidence': 0.7})."""
     method, _, rest = spec.partition(":")
@@ -222,6 +252,15 @@ def _cached_run(s, p, ds, variant, method, options, seed, device, work) -> tuple
     with atomic_path(record, ".json") as tmp:
         tmp.write_text(json.dumps(_clean({"key": key, "run": run}), indent=2) + "\n", encoding="utf-8")
     return run, False
+
+
+def _read_peer(path: Path) -> list[dict]:
+    """Runs of a peer tool (`semiseg peer`), already scored with our metrics on the test split."""
+    try:
+        runs = json.loads(Path(path).read_text(encoding="utf-8"))["runs"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ConfigError(f"--peer {path}: not a `semiseg peer` result ({exc})") from exc
+    return runs
 
 
 def _run_one(s, p, ds, variant, method, options, seed, device, work) -> dict:
@@ -299,6 +338,7 @@ def _aggregate(s, p, ds, runs, device, seconds) -> dict:
         row["infer_seconds_per_volume"] = _mean_std([r["checkpoints"]["best"]["infer_seconds_per_volume"]
                                                      for r in mruns])
         table[method] = row
+    paired = _paired(s.methods, runs)
     n_val = max(1, round(0.2 * len(ds.training))) if len(ds.training) >= 3 else 0
     cpu = platform.processor() or platform.machine()
     device_text = (torch.cuda.get_device_name(device) if device.type == "cuda"
@@ -311,8 +351,58 @@ def _aggregate(s, p, ds, runs, device, seconds) -> dict:
                      "checkpoint_rule": "best = highest mean validation Dice on labeled cases held out from "
                                         "training (never the test split); last = final iteration",
                      "device": device_text, "torch": torch.__version__},
-        "total_seconds": seconds, "methods": table, "runs": runs,
+        "total_seconds": seconds, "methods": table, "paired": paired, "runs": runs,
     }
+
+
+def _dice_by_seed(runs: list[dict], variant: str, ckpt: str) -> dict[int, float]:
+    mruns = [r for r in runs if r["method"] == variant]
+    return dict(zip([r["seed"] for r in mruns], _seed_means(mruns, ckpt, "dice")))
+
+
+def _gain(ours: dict[int, float], theirs: dict[int, float]) -> dict:
+    """Per-seed differences on the seeds both have: mean ± std and how many are > 0."""
+    diffs = [ours[k] - theirs[k] for k in ours if k in theirs and ours[k] == ours[k] and theirs[k] == theirs[k]]
+    return {**_mean_std(diffs), "improved": sum(d > 0 for d in diffs), "per_seed": diffs}
+
+
+def _paired(variants: list[str], runs: list[dict]) -> list[dict]:
+    """For each variant that has its twin in the run: Dice of method, twin and supervised per checkpoint, and the
+    paired gains method − twin and method − supervised (same seed)."""
+    out = []
+    for v in variants:
+        twin = twin_of(v)
+        if twin not in variants:
+            continue
+        row = {"method": v, "twin": twin}
+        for ckpt in CHECKPOINTS:
+            ours, theirs = _dice_by_seed(runs, v, ckpt), _dice_by_seed(runs, twin, ckpt)
+            sup = _dice_by_seed(runs, "supervised", ckpt) if "supervised" in variants else {}
+            row[ckpt] = {"method": _mean_std(list(ours.values())), "twin": _mean_std(list(theirs.values())),
+                         "supervised": _mean_std(list(sup.values())), "gain_over_twin": _gain(ours, theirs),
+                         "gain_over_supervised": _gain(ours, sup)}
+        out.append(row)
+    return out
+
+
+def _paired_lines(paired: list[dict]) -> list[str]:
+    if not paired:
+        return []
+    lines = ["## Does the unlabeled pool help? Each method against its supervised twin", "",
+             "The twin is the same method, network, options, optimiser, schedule, augmentation and budget with "
+             "every unlabeled term off (`unlabeled=false`); gains are paired by seed (method − twin, in Dice "
+             "points), with how many seeds improved.", "",
+             "| method | checkpoint | method Dice % | twin Dice % | supervised Dice % | gain over twin | seeds "
+             "improved | gain over supervised | seeds improved |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for row in paired:
+        for ckpt in CHECKPOINTS:
+            c = row[ckpt]
+            t, s = c["gain_over_twin"], c["gain_over_supervised"]
+            lines.append(f"| {row['method']} | {ckpt} | {_fmt(c['method'], 100)} | {_fmt(c['twin'], 100)} | "
+                         f"{_fmt(c['supervised'], 100)} | {_fmt(t, 100)} | {t['improved']}/{t['n']} | "
+                         f"{_fmt(s, 100)} | {s['improved']}/{s['n']} |")
+    return lines + [""]
 
 
 def _fmt(ms: dict, scale: float = 1.0, digits: int = 1) -> str:
@@ -328,6 +418,7 @@ def _report(r: dict) -> str:
         f"# Benchmark: {r['name']}", "",
         f"Produced by `{r['command']}` (engine {r['engine_version']}, torch {p['torch']}), "
         f"{r['total_seconds'] / 60:.1f} min in all.", "",
+        *_paired_lines(r.get("paired", [])),
         "## Protocol", "",
         f"- Data: `{d['path']}` ({d['name']}): {d['labeled']} labeled for training + {d['validation']} labeled "
         f"held out for validation, {d['unlabeled']} unlabeled, {d['test']} test cases; labels "

@@ -357,6 +357,12 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_peer(args) -> int:
+    from semiseg.peer_nnunet import run_peer_nnunet
+    run_peer_nnunet(args)
+    return 0
+
+
 def cmd_bench(args) -> int:
     from semiseg.bench import run_bench
     report = run_bench(args)
@@ -521,6 +527,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iterations", type=int, help="override the profile's iterations")
     p.add_argument("--device", default="auto")
     p.add_argument("--lcc", action="store_true", help="largest-connected-component post-processing")
+    p.add_argument("--option", action="append", metavar="KEY=VALUE",
+                   help="a method option for every method that has it (repeatable), e.g. dropout=0 for equal "
+                        "dropout; a variant's own options win")
+    p.add_argument("--peer", action="append", metavar="FILE",
+                   help="runs of a peer tool from `semiseg peer` (repeatable), reported beside the methods")
+    p.add_argument("--no-twins", action="store_true",
+                   help="do not add each method's supervised twin (unlabeled=false) and plain supervised")
     p.add_argument("--out", help="folder that receives NAME/ (default: the current folder, so ./NAME/); by default "
                                  "nothing is written inside a source checkout (a folder with .git or pyproject.toml)")
     p.add_argument("--workdir", help="models, checkpoints and predictions (default OUT/NAME/runs)")
@@ -529,6 +542,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("peer", help="train and score a peer tool (nnU-Net v2) on the same cases, for a bench row")
+    p.add_argument("tool", choices=["nnunet"])
+    p.add_argument("--data", required=True, help="dataset folder or dataset.json (needs a labeled test split)")
+    p.add_argument("--work", required=True, help="folder for nnU-Net's raw, preprocessed and results folders")
+    p.add_argument("--out", required=True, help="JSON file of runs for `semiseg bench --peer`")
+    p.add_argument("--epochs", type=int, default=1,
+                   help="nnU-Net trainer length in epochs of 250 iterations: 1, 5, 10, 20, 50, 100, 250, 500, 750 or "
+                        "1000 (its default); pick the one whose time matches the methods' (default 1)")
+    p.add_argument("--configuration", default="3d_fullres", help="nnU-Net configuration (default 3d_fullres)")
+    p.add_argument("--dataset-id", type=int, default=501, help="nnU-Net dataset id, 1-999 (default 501)")
+    p.add_argument("--seeds", default="0", help="independent repeats, named like bench seeds (default 0)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "mps"])
+    p.add_argument("--workers", type=int, default=2, help="nnU-Net preprocessing and augmentation processes")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_peer)
 
     p = sub.add_parser("methods", help="list training methods and their options")
     p.add_argument("--json", action="store_true")

@@ -119,7 +119,8 @@ def profile_method(name: str, patch: list[int], width: int, batch_labeled: int =
         net = method.inference_network().eval()
         image = torch.randn(1, 1, *val_shape)
         start = time.perf_counter()
-        sliding_window_probabilities(net, image, patch, overlap=0.25, fast=FastPaths(precision="fp32"))
+        sliding_window_probabilities(net, image, patch, overlap=0.25, fast=FastPaths(precision="fp32"),
+                                     task=0 if getattr(net, "prompted", False) else None)
         out["validation_seconds_per_case"] = time.perf_counter() - start
     return out
 

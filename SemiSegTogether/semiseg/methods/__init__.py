@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 
 from semiseg.errors import ConfigError
-from semiseg.methods.base import Method, MethodContext
+from semiseg.methods.base import COMMON_DEFAULTS, COMMON_HELP, Method, MethodContext
 
 # name → "module:Class"; imported on demand so a method's heavy dependencies load only when used.
 _METHODS = {
@@ -37,9 +37,10 @@ def describe_methods() -> list[dict]:
     out = []
     for name in _METHODS:
         cls = method_class(name)
+        helps = {**COMMON_HELP, **cls.option_help}
         out.append({"name": name, "description": cls.description,
-                    "options": {k: {"default": v, "help": cls.option_help.get(k, "")}
-                                for k, v in cls.defaults.items()}})
+                    "options": {k: {"default": v, "help": helps.get(k, "")}
+                                for k, v in {**cls.defaults, **COMMON_DEFAULTS}.items()}})
     return out
 
 

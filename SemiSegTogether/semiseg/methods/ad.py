@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Hashable, Iterable, Sequence
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -38,7 +39,7 @@ from semiseg.losses import one_hot
 from semiseg.methods.ad_diffusion import LabelDiffusion
 from semiseg.methods.base import Method, sigmoid_rampup
 from semiseg.nets import build_network
-from semiseg.nets.diffvnet import DiffVNet, DiffVNetInference
+from semiseg.nets.diffvnet import DiffVNet, DiffVNetInference, Stage
 
 SETTINGS = ("ssl", "imbalanced", "uda", "ssdg")
 
@@ -191,17 +192,20 @@ class AggregatingDecoupling(Method):
                    "whose weights aggregate the other two; DDIM + D_ψ pseudo-labels; for SSL, class-imbalanced "
                    "SSL, UDA and semi-supervised DG alike.")
     defaults = {
-        "n_filters": 32, "norm": "batch", "dropout": True, "reference_layout": True,
+        "n_filters": 32, "norm": "batch", "dropout": True, "stage_dropout": 0.1, "reference_layout": True,
         "setting": "auto", "labeled_domains": [], "unlabeled_domains": [], "test_domains": [],
         "class_fractions": None, "imbalance_ratio": 10.0,
         "mu": 10.0, "rampup": None, "ema_w": 0.99, "difficulty_iters": 50,
         "timesteps": 1000, "sample_steps": 10, "eta": 0.0,
         "xi_probs": "gumbel", "gumbel_tau": 1.0, "smooth_kernel": 3, "smooth_sigma": 1.0,
+        "encoder_bn_stats": "all",
     }
     option_help = {
         "n_filters": "DiffVNet width (reference: 32 → 57.9 M parameters)",
         "norm": "batch (reference) | instance | group",
         "dropout": "Dropout3d(0.5) on the bottleneck and the last decoder feature in training (reference: on)",
+        "stage_dropout": "Dropout3d rate after every convolution in training (reference 0.1; 0 with dropout=false "
+                         "trains without dropout, like the supervised baseline)",
         "reference_layout": "keep the modules the released model builds but never uses (exact parameter count and "
                             "checkpoint compatibility); false drops them (for DDP without find_unused_parameters)",
         "setting": "auto | ssl | imbalanced | uda | ssdg; auto names it from the domain / class-size options",
@@ -221,6 +225,9 @@ class AggregatingDecoupling(Method):
         "gumbel_tau": "temperature of the Gumbel-softmax / softmax of the DDIM x0 (reference 1)",
         "smooth_kernel": "Gaussian smoothing of the diffusion probabilities: kernel size (reference 3; 1 = off)",
         "smooth_sigma": "Gaussian smoothing sigma (reference 1)",
+        "encoder_bn_stats": "all (reference: every pass updates the shared encoder's BatchNorm running statistics, "
+                            "11 of 14 per iteration through the diffusion path) | image (only the image-path passes "
+                            "do, the input the test-time path sees)",
     }
     preferred_optimizer = {"optimizer": "sgd", "lr": 1e-2, "momentum": 0.9, "nesterov": True, "weight_decay": 3e-5}
     # Several forward passes per step (D_xi, D_psi, DDIM, D_theta) with gradients through different decoders, and
@@ -233,6 +240,10 @@ class AggregatingDecoupling(Method):
         o = self.opts
         if o["xi_probs"] not in ("gumbel", "softmax"):
             raise ConfigError(f"method 'ad': xi_probs must be 'gumbel' or 'softmax', not {o['xi_probs']!r}")
+        if o["encoder_bn_stats"] not in ("all", "image"):
+            raise ConfigError(f"method 'ad': encoder_bn_stats must be 'all' or 'image', not {o['encoder_bn_stats']!r}")
+        if not 0.0 <= float(o["stage_dropout"]) < 1.0:
+            raise ConfigError(f"method 'ad': stage_dropout must be in [0, 1), got {o['stage_dropout']}")
         if o["setting"] not in ("auto", *SETTINGS):
             raise ConfigError(f"method 'ad': setting must be one of auto, {', '.join(SETTINGS)}; "
                               f"got {o['setting']!r}")
@@ -244,6 +255,9 @@ class AggregatingDecoupling(Method):
         self.net = DiffVNet(context.in_channels, context.n_classes, int(o["n_filters"]), o["norm"],
                             has_dropout=bool(o["dropout"]), reference_layout=bool(o["reference_layout"]))
         self.net.semiseg_arch = {"name": "diffvnet", "args": self._arch_args(has_dropout=bool(o["dropout"]))}
+        for stage in self.net.modules():  # the per-convolution Dropout3d of every stage (eval mode: off anyway)
+            if isinstance(stage, Stage):
+                stage.dropout.p = float(o["stage_dropout"])
         self.diffusion = LabelDiffusion(int(o["timesteps"]), int(o["sample_steps"]), float(o["eta"]))
         self.difficulty = DifficultyWeights(context.n_classes, int(o["difficulty_iters"]))
         self.register_buffer("smoothing_kernel",
@@ -289,12 +303,31 @@ class AggregatingDecoupling(Method):
                 n += 1
         return n
 
+    @contextmanager
+    def diffusion_pass(self):
+        """Around every diffusion-path pass: with encoder_bn_stats=image the shared encoder's BatchNorm layers
+        normalise with the batch's statistics but leave their running statistics (what D_θ uses at test time)
+        to the image-path passes (momentum 0 keeps them as they are)."""
+        if self.opts["encoder_bn_stats"] != "image":
+            yield
+            return
+        norms = [m for m in self.net.encoder.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        saved = [m.momentum for m in norms]
+        for m in norms:
+            m.momentum = 0.0
+        try:
+            yield
+        finally:
+            for m, momentum in zip(norms, saved):
+                m.momentum = momentum
+
     def diffusion_x0(self, image_u: torch.Tensor, noise: torch.Tensor | None = None,
                      visited: list[int] | None = None) -> torch.Tensor:
         net = self.step_net
         shape = (image_u.shape[0], self.context.n_classes, *image_u.shape[2:])
-        return self.diffusion.ddim_sample(lambda x_t, t: net(image_u, x_t, t, mode="xi"), shape, image_u.device,
-                                          noise=noise, visited=visited)
+        with self.diffusion_pass():
+            return self.diffusion.ddim_sample(lambda x_t, t: net(image_u, x_t, t, mode="xi"), shape,
+                                              image_u.device, noise=noise, visited=visited)
 
     @torch.no_grad()
     def pseudo_label(self, image_u: torch.Tensor) -> torch.Tensor:
@@ -337,34 +370,43 @@ class AggregatingDecoupling(Method):
         self.aggregate()
 
     def training_step(self, labeled, unlabeled, step):
-        if unlabeled is None:
+        unlabeled = self.unlabeled_batch(unlabeled)
+        if unlabeled is None and not self.is_twin:
             raise ConfigError("method 'ad' needs an unlabeled batch every iteration")
         net = self.step_net
         n = self.context.n_classes
         image_l, label_l = labeled["image"], labeled["label"].long()
-        image_u = unlabeled["image"]
         self._record_domains(0, labeled)
-        self._record_domains(1, unlabeled)
+        if unlabeled is not None:
+            self._record_domains(1, unlabeled)
         self.seen_domains.copy_(distributed.all_reduce_max(self.seen_domains))  # every rank's batches
 
         # Labeled: denoising on D_ξ, difficulty-weighted supervision on D_ψ.
         x0 = one_hot(label_l, n) * 2 - 1
         t = self.diffusion.sample_t(image_l.shape[0], image_l.device)
         x_t = self.diffusion.q_sample(x0, t)
-        p_l_xi = net(image_l, x_t, t, mode="xi")
+        with self.diffusion_pass():
+            p_l_xi = net(image_l, x_t, t, mode="xi")
         p_l_psi = net(image_l, mode="psi")
         loss_deno = dice_ce(p_l_xi, label_l)
         weights = self.difficulty.update(p_l_xi.detach(), label_l)
         loss_diff = dice_ce(p_l_psi, label_l, weights)
 
-        # Unlabeled: pseudo-labels from the diffusion and labeled heads teach D_θ.
-        pseudo = self.pseudo_label(image_u)
-        loss_u = self.unlabeled_loss(image_u, pseudo)
-
-        mu = self.mu(step)
-        total = loss_deno + loss_diff + mu * loss_u
-        out = {"total": total, "denoise": loss_deno.detach(), "labeled": loss_diff.detach(),
-               "unlabeled": loss_u.detach(), "mu": torch.tensor(mu)}
+        out = {"denoise": loss_deno.detach(), "labeled": loss_diff.detach()}
+        if unlabeled is None:
+            # The supervised twin (μ = 0, no pseudo-labels): D_θ learns only through the aggregation, as in the
+            # method; one pass without gradient on the labeled image gives its BatchNorm the running statistics
+            # that the method's unlabeled pass would.
+            with torch.no_grad():
+                net(image_l, mode="theta")
+            out["total"] = loss_deno + loss_diff
+        else:
+            # Unlabeled: pseudo-labels from the diffusion and labeled heads teach D_θ.
+            image_u = unlabeled["image"]
+            pseudo = self.pseudo_label(image_u)
+            loss_u = self.unlabeled_loss(image_u, pseudo)
+            mu = self.mu(step)
+            out.update(total=loss_deno + loss_diff + mu * loss_u, unlabeled=loss_u.detach(), mu=torch.tensor(mu))
         if n <= 8:
             out.update({f"class_weight_{c}": weights[c].detach() for c in range(n)})
         return out

@@ -4,6 +4,12 @@
     losses = method.training_step(labeled, unlabeled, step)   # {"total": ..., other named terms}
     net    = method.inference_network()
 
+Every method also takes the common option `unlabeled` (default true). `unlabeled: false` makes the
+method's *supervised twin*: the same network, options, optimiser, schedule and augmentation, with every
+term that reads an unlabeled image switched off (the loop then draws no unlabeled batch at all, so the
+unlabeled images reach neither a gradient nor a BatchNorm statistic). `semiseg bench` runs each method
+beside its twin to measure what the unlabeled scans themselves add.
+
 A method is an `nn.Module`, so its whole state (student, teacher, running statistics)
 is one `state_dict()` that checkpoints hold and `--resume` restores.
 """
@@ -37,6 +43,13 @@ class MethodContext:
     options: dict[str, Any] = field(default_factory=dict)
 
 
+# Options every method takes besides its own `defaults`.
+COMMON_DEFAULTS: dict[str, Any] = {"unlabeled": True}
+COMMON_HELP: dict[str, str] = {
+    "unlabeled": "false: the method's supervised twin (same network, options, optimiser, schedule; every term "
+                 "that reads unlabeled images off, and no unlabeled batch drawn)"}
+
+
 class Method(nn.Module):
     """Base class. Subclasses set `name`, `description`, `defaults` (option → default value) and
     `option_help` (option → one line), build `self.net` (the trainable module the optimiser steps
@@ -61,12 +74,13 @@ class Method(nn.Module):
     def __init__(self, context: MethodContext):
         super().__init__()
         self.context = context
-        unknown = set(context.options) - set(self.defaults)
+        known = {**COMMON_DEFAULTS, **self.defaults}
+        unknown = set(context.options) - set(known)
         if unknown:
             from semiseg.errors import ConfigError
             raise ConfigError(f"method {self.name!r} has no option(s) {sorted(unknown)}; "
-                              f"it takes {sorted(self.defaults)}")
-        self.opts = {**self.defaults, **context.options}
+                              f"it takes {sorted(known)}")
+        self.opts = {**known, **context.options}
         self._step_net: nn.Module | None = None
 
     # The loop may wrap `self.net` (DistributedDataParallel); methods run their forward passes
@@ -77,6 +91,11 @@ class Method(nn.Module):
 
     def set_step_net(self, wrapped: nn.Module | None) -> None:
         self._step_net = wrapped
+
+    def optimizer_settings(self) -> dict[str, Any]:
+        """The optimiser and schedule the loop applies unless the user chose one: `preferred_optimizer`, which a
+        method may adjust from its options (a short-run schedule). A twin gets exactly its method's."""
+        return dict(self.preferred_optimizer)
 
     def trainable(self) -> nn.Module:
         return self.net
@@ -110,8 +129,29 @@ class Method(nn.Module):
         """After `load_parent`: start the parts a package does not hold (a teacher, training-only decoders)."""
 
     @property
-    def uses_unlabeled(self) -> bool:
+    def is_twin(self) -> bool:
+        """True for the supervised twin (`unlabeled: false`)."""
+        return not bool(self.opts["unlabeled"])
+
+    @classmethod
+    def learns_from(cls, opts: dict[str, Any]) -> bool:
+        """Whether the recipe with these options has unlabeled terms at all (methods without any say False).
+        A class method, so that `semiseg bench` can tell which variants need a twin without building them."""
         return True
+
+    @property
+    def learns_from_unlabeled(self) -> bool:
+        return type(self).learns_from(self.opts)
+
+    @property
+    def uses_unlabeled(self) -> bool:
+        """Whether the loop must draw unlabeled batches: never for a twin."""
+        return self.learns_from_unlabeled and not self.is_twin
+
+    def unlabeled_batch(self, unlabeled: dict | None) -> dict | None:
+        """What a method's `training_step` reads as its unlabeled batch: None for a twin, whatever it is handed,
+        so that no unlabeled image can reach its losses."""
+        return unlabeled if self.uses_unlabeled else None
 
 
 def sigmoid_rampup(step: int, length: int) -> float:

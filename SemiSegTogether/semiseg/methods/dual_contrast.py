@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from semiseg import distributed
+from semiseg.errors import ConfigError
 from semiseg.losses import one_hot
 from semiseg.methods.base import Method, sigmoid_rampup
 from semiseg.nets import build_network
@@ -182,7 +183,7 @@ class DualContrast(Method):
                    "predicts with the average of both.")
     defaults = {
         "n_filters": 16, "norm": "batch", "dropout": 0.5,
-        "released": False,
+        "released": False, "lr_schedule": "step",
         "confidence": 0.6, "verification_weight": 0.5,
         "entropy_percent": 20.0,
         "unlabeled_weight": 1.0, "unlabeled_rampup": 0.0,
@@ -194,6 +195,8 @@ class DualContrast(Method):
         "dropout": "Dropout3d rate on the last decoder feature (and V-Net's deepest feature); reference 0.5",
         "released": "true: the released code's behaviour (no gradient from unlabeled data, prototypes "
                     "pulled together, CE on probabilities); false: the paper's method",
+        "lr_schedule": "step (the authors': lr x0.1 at 5/12 and 10/12 of the run) | poly (short runs: the "
+                       "supervised baseline's decay, which keeps the lr above 0.001 for 92 % of the run) | constant",
         "confidence": "confidence threshold of the targeted-verification mask",
         "verification_weight": "weight of the targeted-verification squared error",
         "entropy_percent": "percentile of entropy under which a subnetwork's voxels count as reliable",
@@ -209,9 +212,15 @@ class DualContrast(Method):
 
     def __init__(self, context):
         super().__init__(context)
+        if self.opts["lr_schedule"] not in ("step", "poly", "constant"):
+            raise ConfigError(f"dual-contrast: lr_schedule must be step, poly or constant, "
+                              f"got {self.opts['lr_schedule']!r}")
         self.net = build_network("dual-vnet-resnet", in_channels=context.in_channels, n_classes=context.n_classes,
                                  n_filters=self.opts["n_filters"], norm=self.opts["norm"],
                                  dropout=self.opts["dropout"])
+
+    def optimizer_settings(self):
+        return {**self.preferred_optimizer, "schedule": self.opts["lr_schedule"]}
 
     # -- schedules --------------------------------------------------------------------------------
     def contrast_weight(self, step: int) -> float:
@@ -284,7 +293,9 @@ class DualContrast(Method):
         return terms
 
     def training_step(self, labeled, unlabeled, step):
-        terms = self.loss_terms(labeled, unlabeled, step)
+        # The supervised twin gets no unlabeled batch: no unlabeled CE, no contrastive term, and BatchNorm
+        # sees the labeled batch alone.
+        terms = self.loss_terms(labeled, self.unlabeled_batch(unlabeled), step)
         return {k: (v if k == "total" else v.detach()) for k, v in terms.items()}
 
     def inference_network(self):

@@ -45,6 +45,9 @@ class MeanTeacher(Method):
 
     def training_step(self, labeled, unlabeled, step):
         supervised = dice_ce_loss(self.step_net(labeled["image"]), labeled["label"])
+        unlabeled = self.unlabeled_batch(unlabeled)
+        if unlabeled is None:  # the supervised twin: no consistency (the teacher still follows the student)
+            return {"total": supervised, "supervised": supervised.detach()}
         student_u = self.step_net(unlabeled["image"])
         with torch.no_grad():
             # Teacher in eval mode: it uses its EMA'd BatchNorm statistics, not the batch's.

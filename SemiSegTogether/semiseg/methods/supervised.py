@@ -19,8 +19,8 @@ class Supervised(Method):
                                  n_filters=self.opts["n_filters"], norm=self.opts["norm"],
                                  dropout=self.opts["dropout"])
 
-    @property
-    def uses_unlabeled(self) -> bool:
+    @classmethod
+    def learns_from(cls, opts) -> bool:
         return False
 
     def training_step(self, labeled, unlabeled, step):

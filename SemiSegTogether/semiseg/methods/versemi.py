@@ -131,9 +131,9 @@ class VerSemi(Method):
         check_architecture(self.net, parent.manifest, parent.where)
         return load_versemi_parent(self.net, self.task_classes, parent)
 
-    @property
-    def uses_unlabeled(self) -> bool:
-        return float(self.opts["stage1_fraction"]) < 1.0
+    @classmethod
+    def learns_from(cls, opts) -> bool:
+        return float({**cls.defaults, **opts}["stage1_fraction"]) < 1.0
 
     @property
     def synthetic(self) -> int:
@@ -231,19 +231,24 @@ class VerSemi(Method):
 
     # -- the step ----------------------------------------------------------------------------------
     def stage(self, step: int) -> int:
-        return 2 if (self.uses_unlabeled and step >= self.stage2_start) else 1
+        """The recipe's stage at `step`; the supervised twin keeps the stages and drops stage 2's unlabeled terms."""
+        return 2 if (self.learns_from_unlabeled and step >= self.stage2_start) else 1
 
     def training_step(self, labeled, unlabeled, step):
         image, label = labeled["image"], labeled["label"]
         task = self._tasks(labeled)
         l_sup = self.supervised_loss(image, label, task)
-        if self.stage(step) == 1 or unlabeled is None:
+        unlabeled = self.unlabeled_batch(unlabeled)
+        if self.stage(step) == 1:
             l_syn, l_spec = self.labeled_mix(image, label, task, float(self.opts["mask_ratio"]), True)
             total = l_sup + l_syn + l_spec
             return {"total": total, "supervised": l_sup.detach(), "synthetic": l_syn.detach(),
                     "specific": l_spec.detach(), "stage": torch.tensor(1.0)}
         lo, hi = (float(v) for v in self.opts["mask_ratio_range"])
         l_syn_sup, _ = self.labeled_mix(image, label, task, lo + (hi - lo) * float(torch.rand(())), False)
+        if unlabeled is None:  # the supervised twin (or no unlabeled batch): stage 2's labeled terms alone
+            return {"total": l_sup + l_syn_sup, "supervised": l_sup.detach(), "synthetic": l_syn_sup.detach(),
+                    "stage": torch.tensor(2.0)}
         l_agg, l_cube, *_ = self.unlabeled_terms(labeled, unlabeled)
         total = l_sup + l_agg + l_cube + l_syn_sup
         return {"total": total, "supervised": l_sup.detach(), "synthetic": l_syn_sup.detach(),

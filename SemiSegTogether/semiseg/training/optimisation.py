@@ -12,7 +12,7 @@ class Optimisation:
     """`optimizer`, `scheduler` (stepped once per iteration) and `scaler` (enabled for fp16 autocast only)."""
 
     def __init__(self, cfg: TrainConfig, method, device: torch.device, fast: FastPaths):
-        pref = dict(method.preferred_optimizer)
+        pref = method.optimizer_settings()
         self.opt_name = cfg.optimizer or pref.get("optimizer", "sgd")
         lr = cfg.lr if cfg.lr is not None else pref.get("lr", 1e-2 if self.opt_name == "sgd" else 1e-3)
         wd = cfg.weight_decay if cfg.weight_decay is not None else pref.get("weight_decay", 1e-4)

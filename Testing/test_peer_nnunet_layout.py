@@ -1,0 +1,77 @@
+"""Our dataset in nnU-Net v2's raw layout (the peer run itself needs nnunetv2 and is never a test)."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from semiseg.datasets import load_dataset
+from semiseg.errors import ConfigError
+from semiseg.io import read_label, read_volume, write_volume
+from semiseg.peer_nnunet_layout import from_nnunet_predictions, nnunet_name, to_nnunet_raw
+from semiseg.prepare import split_validation
+from semiseg.synthetic import make_dataset
+
+
+@pytest.fixture(scope="module")
+def two_task(tmp_path_factory):
+    root = tmp_path_factory.mktemp("two-task") / "phantoms"
+    return make_dataset(root, n_labeled=4, n_unlabeled=1, n_test=2, shape=(32, 32, 32), seed=0,
+                        tasks={"organs": ["organ", "vessel"], "lesions": ["lesion"]})
+
+
+def test_layout_names_labels_and_cases(two_task, tmp_path):
+    ds = load_dataset(two_task)
+    folder = to_nnunet_raw(ds, tmp_path / "raw", 7)
+    assert folder.name == nnunet_name(7, ds.name) and folder.name.startswith("Dataset007_")
+    spec = json.loads((folder / "dataset.json").read_text())
+    train, held_out = split_validation(ds.training, None)
+    assert spec["numTraining"] == len(train) and spec["file_ending"] == ".nii.gz"
+    assert spec["labels"]["background"] == 0
+    assert sorted(spec["labels"].values()) == list(range(len(ds.labels)))
+    assert spec["channel_names"] == {"0": ds.modality or "MRI"}
+    assert sorted(p.name for p in (folder / "imagesTr").iterdir()) == sorted(f"{c.id}_0000.nii.gz" for c in train)
+    assert not (folder / "labelsTr" / f"{held_out[0].id}.nii.gz").exists(), "bench's validation case left out"
+    assert sorted(p.name for p in (folder / "imagesTs").iterdir()) == sorted(f"{c.id}_0000.nii.gz" for c in ds.test)
+    # Images unchanged; labels renumbered to consecutive values in our order.
+    case = train[0]
+    np.testing.assert_array_equal(read_volume(folder / "imagesTr" / f"{case.id}_0000.nii.gz").array,
+                                  read_volume(case.image).array)
+    ours = read_label(case.label).array
+    theirs = read_label(folder / "labelsTr" / f"{case.id}.nii.gz").array
+    values = [0, *sorted(ds.foreground_labels.values())]
+    np.testing.assert_array_equal(np.array(values)[theirs], ours)
+    with pytest.raises(ConfigError, match="not empty"):
+        to_nnunet_raw(ds, tmp_path / "raw", 7)
+
+
+def test_predictions_come_back_in_our_values_and_names(two_task, tmp_path):
+    ds = load_dataset(two_task)
+    values = [0, *sorted(ds.foreground_labels.values())]
+    lut = {v: i for i, v in enumerate(values)}
+    for case in ds.test:  # nnU-Net's prediction of a perfect model: the truth, renumbered
+        truth = read_label(case.label)
+        write_volume(truth.with_array(np.vectorize(lut.get)(truth.array).astype(np.uint8)),
+                     tmp_path / "nn" / f"{case.id}.nii.gz")
+    out = from_nnunet_predictions(ds, tmp_path / "nn", tmp_path / "ours")
+    for case in ds.test:
+        np.testing.assert_array_equal(read_label(out / case.image.name).array, read_label(case.label).array)
+    (tmp_path / "nn" / f"{ds.test[0].id}.nii.gz").unlink()
+    with pytest.raises(ConfigError, match="no prediction"):
+        from_nnunet_predictions(ds, tmp_path / "nn", tmp_path / "again")
+
+
+def test_dataset_id_range():
+    with pytest.raises(ConfigError, match="1 to 999"):
+        nnunet_name(1000, "x")
+
+
+@pytest.mark.skipif(shutil.which("nnUNetv2_train") is not None, reason="nnU-Net v2 is installed here")
+def test_peer_without_nnunet_is_a_clear_error(tiny_dataset, tmp_path, capsys):
+    from semiseg.cli import main
+    code = main(["peer", "nnunet", "--data", str(tiny_dataset), "--work", str(tmp_path / "w"),
+                 "--out", str(tmp_path / "peer.json")])
+    err = capsys.readouterr().err
+    assert code == 2 and "pip install -e '.[peers]'" in err and "Traceback" not in err
+    assert not (tmp_path / "w").exists()
