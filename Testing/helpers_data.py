@@ -123,10 +123,10 @@ def write_nnunet_dataset(root: Path, n_train: int = 2, n_test: int = 1, n_unlabe
     """An nnU-Net v2 raw dataset (CASE_XXXX channel files, v2 dataset.json); returns its folder."""
     plan = [("imagesTr", "labelsTr", "case", n_train), ("imagesTs", None, "test", n_test),
             ("imagesUn", None, "pool", n_unlabeled)]
-    for image_dir, label_dir, prefix, n in plan:
+    for offset, (image_dir, label_dir, prefix, n) in enumerate(plan):
         for i in range(n):
             case = f"{prefix}_{i:03d}"
-            image = make_volume(shape=shape, seed=i)
+            image = make_volume(shape=shape, seed=100 * offset + i)  # distinct scans: check refuses duplicates
             for c in range(len(channels)):
                 write_volume(image.with_array(image.array + c), root / image_dir / f"{case}_{c:04d}{ending}")
             if label_dir:

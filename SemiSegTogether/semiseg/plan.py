@@ -536,7 +536,7 @@ def _fit_memory(cand: Candidate, model: _CostModel, limit: float, fixed) -> Cand
 
 def _preparation_seconds(ds, fit_cases, val_cases, cand: Candidate, cfg: TrainConfig) -> float:
     """Reading and preprocessing every case the run caches: one labeled case timed, times the case count."""
-    prep = Preprocessing(spacing=tuple(cand.spacing) if cand.spacing else None, intensity=cfg.intensity)
+    prep = Preprocessing(spacing=tuple(cand.spacing) if cand.spacing else None, intensity=cfg.intensity or "zscore")
     space = LabelSpace.from_dataset(ds)
     start = time.perf_counter()
     prepare_case(fit_cases[0], prep, space, True)
