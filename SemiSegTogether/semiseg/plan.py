@@ -481,7 +481,7 @@ class _CostModel:
             iterations = int(np.clip(iterations, 0, MAX_ITERATIONS if "iterations" not in fixed else iterations))
             val_every = max(1, math.ceil(max(iterations, 1) / n))
         iterations = min(iterations, MAX_ITERATIONS) if "iterations" not in fixed else iterations
-        validations = iterations // val_every + (1 if iterations % val_every else 0)
+        validations = -(-iterations // max(val_every, 1))  # a bad --val-every is refused by the training checks
         return {"iterations": iterations, "val_every": val_every, "validations": validations,
                 "training": first + iterations * step, "validation": validations * val, "export": export}
 
