@@ -19,7 +19,9 @@ def test_unprompted_model_has_no_tasks_and_only_the_acting_intensity_settings(ti
     c = card(tiny_run.model)
     assert c["prompted"] is False and c["tasks"] == []
     assert all(lab["task"] is None for lab in c["labels"])
-    assert {k: c["preprocessing"][k] for k in ("intensity",)} == {"intensity": "zscore"} and "ct_window" not in c["preprocessing"] and "percentiles" not in c["preprocessing"]  # no CT window, no percentiles
+    prep = c["preprocessing"]  # exactly the acting settings: no CT window, no percentiles
+    assert set(prep) == {"spacing", "intensity", "orientation"} and prep["intensity"] == "zscore"
+    assert prep["orientation"] == "canonical" and len(prep["spacing"]) == 3  # the training data's spacing
     assert c["modality"] == (load_dataset(tiny_run.dataset).modality or None)
     assert c["channels"] == ["image"] or len(c["channels"]) == 1
 
