@@ -182,6 +182,7 @@ class SemiSegTrainerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.refreshUnlabeledButton.connect("clicked(bool)", self.updateUnlabeledList)
         self.ui.unlabeledVolumesListWidget.connect("itemChanged(QListWidgetItem*)", self.onUnlabeledItemChanged)
         self.ui.methodComboBox.connect("currentIndexChanged(int)", self.onMethodChanged)
+        self.ui.trainForSpinBox.connect("valueChanged(int)", self.onTrainForChanged)
         self.ui.workFolderPathLineEdit.connect("currentPathChanged(QString)", self.logic.setWorkFolder)
         self.ui.checkButton.connect("clicked(bool)", self.onCheckButton)
         self.ui.trainButton.connect("clicked(bool)", self.onTrainButton)
@@ -336,6 +337,7 @@ class SemiSegTrainerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         index = self.ui.methodComboBox.findData(settings.method)
         if index >= 0:
             self.ui.methodComboBox.setCurrentIndex(index)
+        self.ui.trainForSpinBox.value = settings.timeMinutes
         self.ui.iterationsSpinBox.value = settings.iterations
         self.ui.deviceComboBox.setCurrentIndex(max(0, self.ui.deviceComboBox.findText(settings.device)))
         self.ui.patchLineEdit.text = ",".join(str(p) for p in settings.patch) if settings.patch else ""
@@ -345,6 +347,13 @@ class SemiSegTrainerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.valEverySpinBox.value = settings.valEvery
         method = next((m for m in self._methods if m.name == settings.method), None)
         self.showMethodOptions(method, settings.methodOptions)
+        self.onTrainForChanged(settings.timeMinutes)
+
+    def onTrainForChanged(self, minutes: int) -> None:
+        """With a time limit the planner picks steps, batches and validation interval: those fields rest."""
+        for widget in (self.ui.iterationsSpinBox, self.ui.batchLabeledSpinBox, self.ui.batchUnlabeledSpinBox,
+                       self.ui.valEverySpinBox):
+            widget.enabled = not minutes
 
     def settingsFromGui(self) -> TrainingSettings:
         """The panel's settings; raises ValueError with every problem listed."""
@@ -369,7 +378,8 @@ class SemiSegTrainerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if method is None or method.options.get(key) != value:
                 options[key] = value
         settings = TrainingSettings(
-            method=method.name if method else "mean-teacher", iterations=self.ui.iterationsSpinBox.value,
+            method=method.name if method else "mean-teacher", timeMinutes=self.ui.trainForSpinBox.value,
+            iterations=self.ui.iterationsSpinBox.value,
             device=self.ui.deviceComboBox.currentText, patch=patch, batchLabeled=self.ui.batchLabeledSpinBox.value,
             batchUnlabeled=self.ui.batchUnlabeledSpinBox.value, learningRate=learningRate,
             valEvery=self.ui.valEverySpinBox.value, methodOptions=options,
@@ -791,8 +801,11 @@ class SemiSegTrainerLogic(ScriptedLoadableModuleLogic):
         for line in result.logLines:
             self.log(line)
         progress = self.runner.progress
-        if wasChecking and (self.runner.stage == "train" or progress.stage == "checked"):
+        if wasChecking and (self.runner.stage != "check" or progress.stage == "checked"):
             self.log(_("Data check passed."))
+            if self.runner.stage == "plan":
+                self.log(_("Planning the run for {minutes} min on this machine (a short timing probe)...").format(
+                    minutes=self.runner.job.settings.timeMinutes))
         if result.events:
             self.updateCurves(progress)
         if self._callbacks.get("progress") and (result.events or result.logLines or result.finished):
@@ -972,7 +985,7 @@ class SemiSegTrainerTest(ScriptedLoadableModuleTest):
             data = make_dataset(os.path.join(tempDir, "synthetic"), n_labeled=2, n_unlabeled=2, n_test=1,
                                 shape=(32, 32, 32))
             import json  # noqa: PLC0415
-            spec = json.loads((data / "dataset.json").read_text())
+            spec = json.loads((data / "dataset.json").read_text(encoding="utf-8"))
             labelValues = {name: int(value) for name, value in spec["labels"].items() if int(value) != 0}
             labelNames = list(labelValues)
             parameterNode = logic.getParameterNode()
@@ -994,7 +1007,7 @@ class SemiSegTrainerTest(ScriptedLoadableModuleTest):
             self.assertEqual(len(logic.labeledPairs(parameterNode)), 2)
 
             self.delayDisplay("Training 5 iterations on the CPU")
-            trainingSettings = TrainingSettings(method="mean-teacher", iterations=5, device="cpu",
+            trainingSettings = TrainingSettings(method="mean-teacher", timeMinutes=0, iterations=5, device="cpu",
                                                 patch=[32, 32, 32], batchLabeled=1, batchUnlabeled=1, valEvery=5,
                                                 modelName="slicer-test-tiny")
             job, problems = logic.prepareJob(parameterNode, trainingSettings)

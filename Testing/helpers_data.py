@@ -114,7 +114,7 @@ def write_dataset(
     if not json_file:
         return root
     path = root / "dataset.json"
-    path.write_text(json.dumps(spec, indent=1))
+    path.write_text(json.dumps(spec, indent=1), encoding="utf-8")
     return path
 
 
@@ -135,5 +135,5 @@ def write_nnunet_dataset(root: Path, n_train: int = 2, n_test: int = 1, n_unlabe
         spec = {"channel_names": {str(i): n for i, n in enumerate(channels)},
                 "labels": labels or {"background": 0, "left atrium": 1}, "numTraining": n_train,
                 "file_ending": ending}
-        (root / "dataset.json").write_text(json.dumps(spec, indent=1))
+        (root / "dataset.json").write_text(json.dumps(spec, indent=1), encoding="utf-8")
     return root

@@ -35,11 +35,11 @@ def copy_dataset(source: Path, target: Path) -> Path:
 
 
 def dataset_json(root: Path) -> dict:
-    return json.loads((root / "dataset.json").read_text())
+    return json.loads((root / "dataset.json").read_text(encoding="utf-8"))
 
 
 def write_dataset_json(root: Path, spec: dict) -> None:
-    (root / "dataset.json").write_text(json.dumps(spec, indent=1))
+    (root / "dataset.json").write_text(json.dumps(spec, indent=1), encoding="utf-8")
 
 
 def tree(root: Path) -> dict[str, bytes]:

@@ -56,10 +56,11 @@ def test_report_has_table_figure_and_no_machine_paths(tmp_path):
     settings = {"seeds": "0,1,2", "method": "mean-teacher", "iterations": 200, "finetune_iterations": 100,
                 "val_every": 50, "per_round": 2, "rounds": 2, "data": "la-dev"}
     readme = write_report(runs, tmp_path / "report", settings)
-    text = readme.read_text()
+    text = readme.read_text(encoding="utf-8")
     assert "| 1 | 6 | suggest + fine-tune | 68.0 ± 0.8 (3) | 75 |" in text  # picking (30 s) + training
     assert (tmp_path / "report" / "rounds.png").stat().st_size > 0
-    saved = json.loads((tmp_path / "report" / "results.json").read_text())
+    saved = json.loads((tmp_path / "report" / "results.json").read_text(encoding="utf-8"))
     assert saved["settings"] == settings and len(saved["runs"]) == len(runs)
     shutil.rmtree(tmp_path / "report")
-    assert write_report([], tmp_path / "report", settings).read_text().count("Not enough finished rounds") == 1
+    report = write_report([], tmp_path / "report", settings).read_text(encoding="utf-8")
+    assert report.count("Not enough finished rounds") == 1

@@ -19,12 +19,12 @@ def bench_run(tiny_dataset, tmp_path_factory):
                              profile="smoke", out=root / "docs", workdir=root / "work", device="cpu",
                              progress=False, command="semiseg bench --profile smoke")
     report = bench(settings)
-    return settings, report, json.loads((report.parent / "results.json").read_text())
+    return settings, report, json.loads((report.parent / "results.json").read_text(encoding="utf-8"))
 
 
 def test_report_structure(bench_run):
     settings, report, results = bench_run
-    text = report.read_text()
+    text = report.read_text(encoding="utf-8")
     for heading in ("## Protocol", "## Results", "## Figures", "semiseg bench --profile smoke"):
         assert heading in text
     for method in settings.methods:
@@ -56,7 +56,7 @@ def test_numbers_equal_a_separate_evaluation(bench_run, tiny_dataset):
 
 def test_report_opens_with_the_paired_gain_over_the_twin(bench_run):
     _, report, results = bench_run
-    text = report.read_text()
+    text = report.read_text(encoding="utf-8")
     assert text.index("## Does the unlabeled pool help?") < text.index("## Protocol")
     twin = "mean-teacher:unlabeled=false"
     assert [r["method"] for r in results["runs"]].count(twin) == 2
@@ -107,11 +107,11 @@ def test_resume_reuses_finished_runs_with_the_same_settings(bench_run, tmp_path)
     from dataclasses import replace
     again = replace(settings, out=tmp_path / "docs", resume=True, methods=["supervised"])
     report = bench(again)
-    rerun = json.loads((report.parent / "results.json").read_text())
+    rerun = json.loads((report.parent / "results.json").read_text(encoding="utf-8"))
     assert [r["train_seconds"] for r in rerun["runs"]] == \
         [r["train_seconds"] for r in results["runs"] if r["method"] == "supervised"]
     changed = replace(again, out=tmp_path / "docs2", seeds=[0], iterations=2)
-    rerun = json.loads((bench(changed).parent / "results.json").read_text())
+    rerun = json.loads((bench(changed).parent / "results.json").read_text(encoding="utf-8"))
     assert rerun["runs"][0]["iterations"] == 2  # different settings: trained again, not reused
 
 
@@ -129,14 +129,14 @@ def test_peer_runs_are_reported_beside_the_methods(bench_run, tmp_path):
     from dataclasses import replace
     settings, _, results = bench_run
     peer = [dict(r, method="nnunet-v2 (peer)") for r in results["runs"] if r["method"] == "supervised"]
-    (tmp_path / "peer.json").write_text(json.dumps({"peer": "nnunetv2", "runs": peer}))
+    (tmp_path / "peer.json").write_text(json.dumps({"peer": "nnunetv2", "runs": peer}), encoding="utf-8")
     report = bench(replace(settings, out=tmp_path / "docs", resume=True, methods=["supervised"],
                            peers=[tmp_path / "peer.json"]))
-    text = report.read_text()
+    text = report.read_text(encoding="utf-8")
     assert "| nnunet-v2 (peer) | last |" in text
-    again = json.loads((report.parent / "results.json").read_text())
+    again = json.loads((report.parent / "results.json").read_text(encoding="utf-8"))
     assert again["methods"]["nnunet-v2 (peer)"]["last"]["dice"] == results["methods"]["supervised"]["last"]["dice"]
-    (tmp_path / "bad.json").write_text("{}")
+    (tmp_path / "bad.json").write_text("{}", encoding="utf-8")
     with pytest.raises(ConfigError, match="not a `semiseg peer` result"):
         bench(replace(settings, out=tmp_path / "docs2", resume=True, methods=["supervised"],
                       peers=[tmp_path / "bad.json"]))

@@ -26,7 +26,7 @@ def test_default_folder_is_the_benchmark_name_under_the_current_folder(tiny_data
 def test_a_source_tree_is_refused_unless_named(tiny_dataset, tmp_path, monkeypatch):
     checkout = tmp_path / "checkout"
     (checkout / "docs").mkdir(parents=True)
-    (checkout / "pyproject.toml").write_text("[project]\n")
+    (checkout / "pyproject.toml").write_text("[project]\n", encoding="utf-8")
     monkeypatch.chdir(checkout / "docs")
     assert source_tree(checkout / "docs") == checkout
     with pytest.raises(ConfigError, match="inside the source tree .*--out"):

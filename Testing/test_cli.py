@@ -106,7 +106,7 @@ def test_check_prints_counts(capsys, tiny_dataset):
 def test_check_broken_dataset_exits_2_naming_the_file(capsys, tiny_dataset, tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(tiny_dataset, broken)
-    label_file = broken / json.loads((broken / "dataset.json").read_text())["training"][1]["label"]
+    label_file = broken / json.loads((broken / "dataset.json").read_text(encoding="utf-8"))["training"][1]["label"]
     label = read_volume(label_file)
     array = label.array.copy()
     array[0, 0, 0] = 9  # a value the dataset does not declare
@@ -144,9 +144,9 @@ def test_train(cli_model):
     model, events, out = cli_model
     assert (model / "model.json").is_file()
     assert out.startswith(f"wrote {model}") and "best validation Dice" in out
-    manifest = json.loads((model / "model.json").read_text())
+    manifest = json.loads((model / "model.json").read_text(encoding="utf-8"))
     assert manifest["architecture"]["args"]["n_filters"] == 4 and manifest["training"]["seed"] == 3
-    kinds = [strict_json(line)["event"] for line in events.read_text().splitlines()]
+    kinds = [strict_json(line)["event"] for line in events.read_text(encoding="utf-8").splitlines()]
     assert kinds[0] == "start" and kinds[-1] == "done" and "validation" in kinds
 
 
@@ -208,7 +208,7 @@ def test_evaluate_writes_strict_json(capsys, cli_model, tiny_dataset, tmp_path):
     for name in ("organ", "vessel", "lesion"):
         assert name in out
     assert "(2 cases;" in out
-    result = strict_json(metrics.read_text())
+    result = strict_json(metrics.read_text(encoding="utf-8"))
     assert len(result["cases"]) == 2 and set(result["summary"]) >= {"organ", "vessel", "lesion"}
 
 
@@ -221,7 +221,7 @@ def test_evaluate_undefined_distances_are_null(capsys, tiny_dataset, tmp_path):
     metrics = tmp_path / "metrics.json"
     code, out, err = run(capsys, "evaluate", "--pred", preds, "--data", tiny_dataset, "--out", metrics)
     assert code == 0, err
-    text = metrics.read_text()
+    text = metrics.read_text(encoding="utf-8")
     result = strict_json(text)
     assert "null" in text
     assert result["summary"]["organ"]["dice"]["mean"] == 0.0
@@ -276,7 +276,7 @@ def test_synthetic_writes_a_two_task_multi_domain_dataset(tmp_path, capsys):
     assert main(["synthetic", str(out), "--labeled", "2", "--unlabeled", "1", "--test", "1", "--shape", "16,16,16",
                  "--tasks", "organs=organ,vessel;lesions=lesion", "--labeled-domains", "scanner-a,scanner-b",
                  "--test-domains", "scanner-c"]) == 0
-    spec = json.loads((out / "dataset.json").read_text())
+    spec = json.loads((out / "dataset.json").read_text(encoding="utf-8"))
     assert spec["tasks"] == {"organs": ["organ", "vessel"], "lesions": ["lesion"]}
     assert [c["task"] for c in spec["training"]] == ["organs", "lesions"]
     assert [c["domain"] for c in spec["training"]] == ["scanner-a", "scanner-b"]
@@ -305,7 +305,7 @@ def test_evaluate_scores_each_case_on_its_own_task(tmp_path):
         entries.append({"image": f"imagesTs/c{i}.nii.gz", "label": f"labelsTs/c{i}.nii.gz", "task": task})
     spec = {"labels": {"background": 0, "organ": 1, "vessel": 2, "lesion": 3}, "training": [entries[0]],
             "test": entries, "tasks": {"organs": ["organ", "vessel"], "lesions": ["lesion"]}}
-    (data / "dataset.json").write_text(json.dumps(spec))
+    (data / "dataset.json").write_text(json.dumps(spec), encoding="utf-8")
     result = evaluate_folder(data / "pred", data)
     assert set(result["cases"]["c0"]) == {"organ", "vessel", "mean"} and set(result["cases"]["c1"]) == {"lesion", "mean"}
     assert result["summary"]["mean"]["dice"]["mean"] == 1.0

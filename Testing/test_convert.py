@@ -23,8 +23,8 @@ TEST_IDS = ["TTT9"]
 def fake_uamt(data: Path, nested: bool = True) -> Path:
     """A tiny UA-MT `data` folder; each case's image encodes its voxel coordinates."""
     data.mkdir(parents=True)
-    (data / "train.list").write_text("\n".join(TRAIN_IDS) + "\n\n")
-    (data / "test.list").write_text("\n".join(TEST_IDS) + "\n")
+    (data / "train.list").write_text("\n".join(TRAIN_IDS) + "\n\n", encoding="utf-8")
+    (data / "test.list").write_text("\n".join(TEST_IDS) + "\n", encoding="utf-8")
     x, y, z = np.meshgrid(*[np.arange(n) for n in H5_SHAPE], indexing="ij")
     for i, case in enumerate(TRAIN_IDS + TEST_IDS):
         folder = data / "2018LA_Seg_Training Set" / case if nested else data / case
@@ -62,7 +62,7 @@ def test_convert_layout_orientation_and_loading(tmp_path):
         np.testing.assert_array_equal(label.array, f["label"][()].transpose(2, 1, 0))
     assert label.array.dtype == np.uint8
 
-    spec = json.loads(out.read_text())
+    spec = json.loads(out.read_text(encoding="utf-8"))
     assert spec["name"] == "LA2018" and spec["modality"] == "MR"
     assert spec["labels"] == {"background": 0, "left atrium": 1}
     ds = load_dataset(root)

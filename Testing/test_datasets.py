@@ -18,9 +18,9 @@ LA_DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "la-dev"
 
 
 def edit_json(path: Path, change) -> None:
-    spec = json.loads(path.read_text())
+    spec = json.loads(path.read_text(encoding="utf-8"))
     change(spec)
-    path.write_text(json.dumps(spec))
+    path.write_text(json.dumps(spec), encoding="utf-8")
 
 
 # ---------------------------------------------------------------- la-dev
@@ -134,7 +134,7 @@ def test_not_a_dataset(tmp_path):
 )
 def test_bad_json(tmp_path, content, problem):
     path = tmp_path / "dataset.json"
-    path.write_text(content)
+    path.write_text(content, encoding="utf-8")
     with pytest.raises(DataError, match=problem) as err:
         load_dataset(path)
     assert str(path) in str(err.value)

@@ -13,9 +13,9 @@ from semiseg.errors import DataError
 
 
 def edit_spec(root, change) -> None:
-    spec = json.loads((root / "dataset.json").read_text())
+    spec = json.loads((root / "dataset.json").read_text(encoding="utf-8"))
     change(spec)
-    (root / "dataset.json").write_text(json.dumps(spec))
+    (root / "dataset.json").write_text(json.dumps(spec), encoding="utf-8")
 
 
 def test_v2_dataset_json_loads_with_its_label_names(tmp_path):

@@ -89,9 +89,9 @@ def _worker_methods(data: Path, single: Path, work: Path) -> None:
     # --sync-bn on CPU is refused on every rank alike (SyncBatchNorm needs CUDA), not half-way into a step
     try:
         _Trainer(_config(data, work / "syncbn.semiseg", "supervised", sync_bn=True), EventWriter(None))
-        (work / f"syncbn.rank{rank}").write_text("accepted")
+        (work / f"syncbn.rank{rank}").write_text("accepted", encoding="utf-8")
     except ConfigError as exc:
-        (work / f"syncbn.rank{rank}").write_text(str(exc))
+        (work / f"syncbn.rank{rank}").write_text(str(exc), encoding="utf-8")
     _worker_helpers(work, rank)
     distributed.cleanup()
 
@@ -182,7 +182,7 @@ def _worker_stall(data: Path, work: Path) -> None:
         train_mod.train(cfg)
     except Exception as exc:  # noqa: BLE001 — written for the test to read
         (work / f"stall.rank{rank}").write_text(json.dumps({"type": type(exc).__name__, "message": str(exc),
-                                                            "seconds": time.time() - t0}))
+                                                            "seconds": time.time() - t0}), encoding="utf-8")
         raise
 
 
@@ -248,7 +248,7 @@ def test_ranks_stay_identical(method_runs, method):
     moved = [k for k, v in r0["init"].items() if v.is_floating_point() and not torch.equal(v, s0[k])]
     assert len(moved) > len(s0) // 4, f"{method}: hardly any weight changed"
     # rank 0 wrote the events (validation at the end, a checkpoint, done) and the model package
-    events = [json.loads(line) for line in (method_runs / f"{method}.events").read_text().splitlines()]
+    events = [json.loads(line) for line in (method_runs / f"{method}.events").read_text(encoding="utf-8").splitlines()]
     kinds = [e["event"] for e in events]
     assert kinds[0] == "start" and events[0]["world_size"] == 2 and kinds[-1] == "done"
     assert "validation" in kinds and "checkpoint" in kinds
@@ -313,7 +313,7 @@ def test_helpers_and_global_prototypes(method_runs):
 
 def test_sync_bn_refused_on_cpu(method_runs):
     for r in (0, 1):
-        text = (method_runs / f"syncbn.rank{r}").read_text()
+        text = (method_runs / f"syncbn.rank{r}").read_text(encoding="utf-8")
         assert "SyncBatchNorm runs on CUDA only" in text, text
 
 
@@ -327,14 +327,14 @@ def test_cancel_and_resume_two_processes(data, tmp_path):
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
         if events.exists() and any('"iteration"' in line and json.loads(line).get("iteration", 0) >= 2
-                                   for line in events.read_text().splitlines() if line.strip()):
+                                   for line in events.read_text(encoding="utf-8").splitlines() if line.strip()):
             break
         time.sleep(0.2)
     assert proc.poll() is None, "the run ended before it could be cancelled: " + proc.communicate()[1][-3000:]
     proc.send_signal(signal.SIGTERM)  # what the Slicer trainer's Cancel does
     _, err = proc.communicate(timeout=300)
     assert proc.returncode != 0
-    first = [json.loads(line) for line in events.read_text().splitlines()]
+    first = [json.loads(line) for line in events.read_text(encoding="utf-8").splitlines()]
     assert first[-1]["event"] == "error" and "cancelled at iteration" in first[-1]["message"], first[-1]
     state = _load(work / "last.pt")
     stopped = int(state["iteration"])
@@ -348,7 +348,7 @@ def test_cancel_and_resume_two_processes(data, tmp_path):
 
     resumed = subprocess.run(args + ["--resume"], env=_env(), capture_output=True, text=True, timeout=240)
     assert resumed.returncode == 0, resumed.stderr[-5000:]
-    lines = [json.loads(line) for line in events.read_text().splitlines()]
+    lines = [json.loads(line) for line in events.read_text(encoding="utf-8").splitlines()]
     starts = [e for e in lines if e["event"] == "start"]
     assert len(starts) == 2 and starts[1]["start_iteration"] == stopped and starts[1]["resumed"]
     after = [e["iteration"] for e in lines[lines.index(starts[1]):] if e["event"] == "iteration"]
@@ -368,11 +368,11 @@ def test_cancel_and_resume_two_processes(data, tmp_path):
 def test_stalled_rank_fails_with_clear_error(data, tmp_path):
     proc = _torchrun(str(Path(__file__).resolve()), "stall", str(data), str(tmp_path), timeout=240)
     assert proc.returncode != 0
-    report = json.loads((tmp_path / "stall.rank0").read_text())
+    report = json.loads((tmp_path / "stall.rank0").read_text(encoding="utf-8"))
     assert report["type"] == "DistributedError", report
     assert "--dist-timeout 4 s" in report["message"] and "rank 0 of 2" in report["message"]
     # timed inside the worker (process start-up on a loaded machine is not the point): rank 1 stalls for 120 s,
     # so a rank 0 that waited for it instead of timing out would report at least that
     assert report["seconds"] < 100, report
-    events = [json.loads(line) for line in (tmp_path / "stall.events").read_text().splitlines()]
+    events = [json.loads(line) for line in (tmp_path / "stall.events").read_text(encoding="utf-8").splitlines()]
     assert events[-1]["event"] == "error" and "did not answer" in events[-1]["message"]

@@ -95,7 +95,7 @@ def sandbox(root: Path, dataset: Path, image: Path) -> Path:
     shutil.copytree(dataset, root / "shared" / "data" / "la-dev")
     shutil.copytree(dataset, work / "DATA")
     shutil.copytree(dataset, work / "RUN" / "data")
-    (work / "RUN" / "data" / "label-info.json").write_text("{}\n")
+    (work / "RUN" / "data" / "label-info.json").write_text("{}\n", encoding="utf-8")
     shutil.copy(image, work / "scan.nii.gz")
     fake_uamt(work / "UA-MT" / "data", n_train=9, n_test=1)
     return work
@@ -108,8 +108,8 @@ def fake_uamt(data: Path, n_train: int, n_test: int) -> None:
 
     ids = [f"CASE{i:02d}" for i in range(n_train + n_test)]
     data.mkdir(parents=True)
-    (data / "train.list").write_text("\n".join(ids[:n_train]) + "\n")
-    (data / "test.list").write_text("\n".join(ids[n_train:]) + "\n")
+    (data / "train.list").write_text("\n".join(ids[:n_train]) + "\n", encoding="utf-8")
+    (data / "test.list").write_text("\n".join(ids[n_train:]) + "\n", encoding="utf-8")
     for i, case in enumerate(ids):
         folder = data / "2018LA_Seg_Training Set" / case
         folder.mkdir(parents=True)

@@ -54,9 +54,9 @@ def test_train_init_errors_exit_2(tmp_path, tiny_model, tiny_dataset, capsys):
     # A dataset without one of the model's structures.
     data = tmp_path / "fewer"
     shutil.copytree(tiny_dataset, data)
-    spec = json.loads((data / "dataset.json").read_text())
+    spec = json.loads((data / "dataset.json").read_text(encoding="utf-8"))
     spec["labels"] = {"background": 0, "organ": 1, "vessel": 2, "tumour": 3}
-    (data / "dataset.json").write_text(json.dumps(spec))
+    (data / "dataset.json").write_text(json.dumps(spec), encoding="utf-8")
     assert _train(tmp_path, data, "--method", "supervised", "--init", str(tiny_model)) == 2
     err = capsys.readouterr().err
     assert "segments lesion, which the data does not label" in err and "Traceback" not in err

@@ -76,7 +76,7 @@ def test_folder_with_two_dicom_series_asks_which(tmp_path):
 
 
 def test_folder_without_dicom_is_an_error(tmp_path):
-    (tmp_path / "notes.txt").write_text("hello")
+    (tmp_path / "notes.txt").write_text("hello", encoding="utf-8")
     with pytest.raises(DataError, match="no DICOM series") as err:
         read_volume(tmp_path)
     assert str(tmp_path) in str(err.value)

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _lock() -> tuple[str, dict[str, Version]]:
-    text = (ROOT / "constraints.txt").read_text()
+    text = (ROOT / "constraints.txt").read_text(encoding="utf-8")
     python = re.search(r"^# python: (\S+)$", text, re.M).group(1)
     pins = {}
     for line in text.splitlines():
@@ -34,7 +34,7 @@ UNLOCKED_EXTRAS = {"peers"}
 
 
 def _declared() -> list[Requirement]:
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     extras = [r for name, group in project.get("optional-dependencies", {}).items() if name not in UNLOCKED_EXTRAS
               for r in group]
     return [Requirement(r) for r in project["dependencies"] + extras]
@@ -51,7 +51,7 @@ def test_every_declared_dependency_is_pinned_within_its_range():
 
 def test_torch_pin_is_the_one_the_makefile_installs():
     _, pins = _lock()
-    makefile = (ROOT / "Makefile").read_text()
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
     assert f"TORCH := torch=={pins['torch']}" in makefile
 
 

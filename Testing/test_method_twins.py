@@ -123,10 +123,10 @@ def test_twin_trains_without_unlabeled_cases_and_they_change_nothing(tiny_datase
     identical weights, so unlabeled images reach neither its gradients nor its BatchNorm statistics."""
     bare = tmp_path / "no-unlabeled"
     shutil.copytree(tiny_dataset, bare)
-    spec = json.loads((bare / "dataset.json").read_text())
+    spec = json.loads((bare / "dataset.json").read_text(encoding="utf-8"))
     spec["unlabeled"] = []
     spec.pop("numUnlabeled", None)
-    (bare / "dataset.json").write_text(json.dumps(spec))
+    (bare / "dataset.json").write_text(json.dumps(spec), encoding="utf-8")
     shutil.rmtree(bare / "imagesUn")
 
     def cfg(data, name):

@@ -12,7 +12,7 @@ from semiseg.train import Cancelled
 
 
 def card(model) -> dict:
-    return json.loads((model / "model.json").read_text())
+    return json.loads((model / "model.json").read_text(encoding="utf-8"))
 
 
 def test_unprompted_model_has_no_tasks_and_only_the_acting_intensity_settings(tiny_run):

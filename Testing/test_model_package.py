@@ -47,9 +47,9 @@ def package(tmp_path) -> Path:
 
 def edit_manifest(package: Path, change) -> None:
     path = package / "model.json"
-    manifest = json.loads(path.read_text())
+    manifest = json.loads(path.read_text(encoding="utf-8"))
     change(manifest)
-    path.write_text(json.dumps(manifest))
+    path.write_text(json.dumps(manifest), encoding="utf-8")
 
 
 def load_error(path: Path, *fragments: str) -> str:
@@ -151,7 +151,7 @@ def test_missing_folder(tmp_path):
 
 def test_file_instead_of_folder(tmp_path):
     path = tmp_path / "file.semiseg"
-    path.write_text("{}")
+    path.write_text("{}", encoding="utf-8")
     load_error(path, str(path), "folder")
 
 
@@ -176,7 +176,7 @@ def test_foreign_json(package, change):
 
 
 def test_json_that_is_not_an_object(package):
-    (package / "model.json").write_text("[1, 2, 3]")
+    (package / "model.json").write_text("[1, 2, 3]", encoding="utf-8")
     load_error(package, str(package / "model.json"))
 
 

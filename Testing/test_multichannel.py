@@ -31,7 +31,7 @@ def test_two_channel_dataset_trains_and_predicts_a_folder(tmp_path, capsys):
     code = main(["train", "--data", str(root), "--method", "mean-teacher", "--out", str(model), "--iterations", "2",
                  "--patch", "16,16,16", "--device", "cpu", "--option", "n_filters=4", "--quiet", "--val-every", "1"])
     assert code == 0, capsys.readouterr().err
-    manifest = json.loads((model / "model.json").read_text())
+    manifest = json.loads((model / "model.json").read_text(encoding="utf-8"))
     assert manifest["channels"] == ["T2", "ADC"] and manifest["architecture"]["args"]["in_channels"] == 2
     out = tmp_path / "pred"
     code = main(["predict", "--model", str(model), "--input", str(root / "imagesTs"), "--output", str(out),

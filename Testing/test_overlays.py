@@ -65,7 +65,7 @@ def test_demo_report_puts_structures_first_and_explains_a_miss(tmp_path, iterati
     report = run_demo(tmp_path / "demo", iterations=iterations, device="cpu", methods=("supervised",),
                       shape=(32, 32, 32), patch=(32, 32, 32), n_filters=4, n_labeled=3, n_unlabeled=1, n_test=2,
                       progress=False)
-    text = report.read_text()
+    text = report.read_text(encoding="utf-8")
     assert text.index("## Per structure") < text.index("## Mean over structures")
     assert "lesion Dice %" in text
     missed = [line for line in text.splitlines() if line.startswith("**Why the")]

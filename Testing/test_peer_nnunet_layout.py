@@ -25,7 +25,7 @@ def test_layout_names_labels_and_cases(two_task, tmp_path):
     ds = load_dataset(two_task)
     folder = to_nnunet_raw(ds, tmp_path / "raw", 7)
     assert folder.name == nnunet_name(7, ds.name) and folder.name.startswith("Dataset007_")
-    spec = json.loads((folder / "dataset.json").read_text())
+    spec = json.loads((folder / "dataset.json").read_text(encoding="utf-8"))
     train, held_out = split_validation(ds.training, None)
     assert spec["numTraining"] == len(train) and spec["file_ending"] == ".nii.gz"
     assert spec["labels"]["background"] == 0

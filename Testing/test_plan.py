@@ -160,3 +160,28 @@ def test_cli_plan_json_and_train_with_a_time_budget(tiny_dataset, tmp_path, caps
 def test_cli_plan_needs_a_budget(tiny_dataset, capsys):
     assert main(["plan", str(tiny_dataset), "--method", "supervised"]) == 2
     assert "--time" in capsys.readouterr().err
+
+
+def test_resume_with_a_time_budget_keeps_the_checkpoints_plan(tiny_dataset, tmp_path, capsys, fake):
+    """A new plan would pick other settings, which --resume refuses: the run's own plan is taken instead."""
+    run = ["--data", str(tiny_dataset), "--method", "supervised", "--iterations", "2", "--patch", "16,16,16",
+           "--option", "n_filters=4", "--device", "cpu", "--quiet", "--workdir", str(tmp_path / "work")]
+    assert main(["train", "--out", str(tmp_path / "a.semiseg"), "--time", "10m", *run]) == 0
+    first = read_manifest(tmp_path / "a.semiseg")["plan"]
+    capsys.readouterr()
+    # Another budget and no explicit settings at the resume: the checkpoint's plan decides all of them.
+    assert main(["train", "--data", str(tiny_dataset), "--method", "supervised", "--device", "cpu", "--quiet",
+                 "--workdir", str(tmp_path / "work"), "--out", str(tmp_path / "b.semiseg"), "--time", "3m",
+                 "--resume"]) == 0
+    assert "Resuming the run planned as" in capsys.readouterr().err
+    card = read_manifest(tmp_path / "b.semiseg")
+    assert card["plan"] == first and card["training"]["iterations"] == 2 and card["patch_size"] == [16, 16, 16]
+
+
+def test_resume_with_a_time_budget_refuses_a_run_without_one(tiny_dataset, tmp_path, capsys):
+    run = ["--data", str(tiny_dataset), "--method", "supervised", "--iterations", "1", "--patch", "16,16,16",
+           "--option", "n_filters=4", "--device", "cpu", "--quiet", "--workdir", str(tmp_path / "work")]
+    assert main(["train", "--out", str(tmp_path / "a.semiseg"), *run]) == 0
+    capsys.readouterr()
+    assert main(["train", "--out", str(tmp_path / "b.semiseg"), "--time", "3m", "--resume", *run]) == 2
+    assert "without --time" in capsys.readouterr().err

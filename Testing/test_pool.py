@@ -41,7 +41,7 @@ def test_add_labeled_moves_the_case_first_among_the_labeled(tiny_dataset, tmp_pa
     np.testing.assert_array_equal(read_label(added.label).array, corrected.array)
     _, val_after = split_validation(after.training, None)
     assert [c.id for c in val_after] == [c.id for c in val_before]
-    spec = json.loads((data / "dataset.json").read_text())
+    spec = json.loads((data / "dataset.json").read_text(encoding="utf-8"))
     assert spec["numTraining"] == len(after.training) and spec["numUnlabeled"] == len(after.unlabeled)
 
 

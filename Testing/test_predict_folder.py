@@ -47,7 +47,7 @@ def test_folder_is_predicted_with_one_model_load_and_nnunet_names(capsys, tiny_m
         read_volume(nnunet_images / f"{ids[0]}_0000.nii.gz").array.shape
     assert "wrote 2 label map(s)" in err and "s wall time" in err and "per case" in err
     assert "2/2" in err  # the progress bar over the cases
-    events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text(encoding="utf-8").splitlines()]
     assert events[0]["cases"] == 2 and events[-1]["event"] == "done" and len(events[-1]["files"]) == 2
     fractions = [e["fraction"] for e in events if e["event"] == "progress"]
     assert fractions == sorted(fractions) and fractions[-1] <= 1.0

@@ -108,7 +108,7 @@ def test_warnings_are_events_too(capsys, tiny_model, tiny_dataset, tmp_path):
     events = tmp_path / "events.jsonl"
     accepted(capsys, ["predict", "--model", tiny_model, "--input", scan, "--output", tmp_path / "o.nii.gz",
                       "--device", "cpu", "--events", events])
-    kinds = [json.loads(line)["event"] for line in events.read_text().splitlines()]
+    kinds = [json.loads(line)["event"] for line in events.read_text(encoding="utf-8").splitlines()]
     assert "warning" in kinds and kinds[-1] == "done"
 
 

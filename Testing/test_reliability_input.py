@@ -181,7 +181,7 @@ def test_predict_refuses_impossible_window_settings(capsys, tiny_model, tiny_dat
 
 
 def test_predict_refuses_an_output_under_a_file(capsys, tiny_model, tiny_dataset, tmp_path):
-    (tmp_path / "afile").write_text("x")
+    (tmp_path / "afile").write_text("x", encoding="utf-8")
     refused(capsys, ["predict", "--model", tiny_model, "--input", first_image(tiny_dataset), "--output",
                      tmp_path / "afile" / "o.nii.gz", "--device", "cpu"], tmp_path / "afile", "is a file")
 
@@ -234,9 +234,9 @@ def _edited_model(tiny_model, tmp_path, edit):
     import shutil
     target = tmp_path / "edited.semiseg"
     shutil.copytree(tiny_model, target)
-    manifest = json.loads((target / "model.json").read_text())
+    manifest = json.loads((target / "model.json").read_text(encoding="utf-8"))
     edit(manifest)
-    (target / "model.json").write_text(json.dumps(manifest))
+    (target / "model.json").write_text(json.dumps(manifest), encoding="utf-8")
     return target
 
 

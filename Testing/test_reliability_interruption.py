@@ -65,7 +65,7 @@ def test_kill_9_mid_write_keeps_the_old_file_and_the_next_write_cleans_up(tmp_pa
             tmp.write_bytes(b"complete")
     elif kind == "package":
         with atomic_dir(target) as tmp:
-            (tmp / "model.json").write_text("{}")
+            (tmp / "model.json").write_text("{}", encoding="utf-8")
     else:
         write_volume(Volume(np.zeros((4, 4, 4), np.uint8)), target)
     assert leftovers(tmp_path, name) == []
@@ -88,15 +88,15 @@ def test_an_interrupted_swap_leaves_no_old_copy_once_the_target_is_written_again
     old = tmp_path / ".m.semiseg.old"
     old.mkdir()  # killed between the two renames of an overwrite, then finished by hand
     with atomic_dir(target) as tmp:
-        (tmp / "model.json").write_text("{}")
+        (tmp / "model.json").write_text("{}", encoding="utf-8")
     assert not old.exists()
 
 
 def test_replacing_a_file_with_a_folder_leaves_no_old_file(tmp_path):
     target = tmp_path / "FILE"
-    target.write_text("x")
+    target.write_text("x", encoding="utf-8")
     with atomic_dir(target) as tmp:
-        (tmp / "a").write_text("y")
+        (tmp / "a").write_text("y", encoding="utf-8")
     assert target.is_dir() and not (tmp_path / ".FILE.old").exists()
 
 
@@ -105,7 +105,7 @@ def test_model_packages_and_checkpoints_follow_the_umask(tmp_path, umask):
     old = os.umask(umask)
     try:
         with atomic_dir(tmp_path / "m.semiseg") as tmp:
-            (tmp / "model.json").write_text("{}")
+            (tmp / "model.json").write_text("{}", encoding="utf-8")
         with atomic_path(tmp_path / "last.pt", ".pt") as tmp:
             tmp.write_bytes(b"x")
     finally:

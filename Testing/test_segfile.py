@@ -65,7 +65,7 @@ def test_cli_predict_writes_a_seg_nrrd_with_the_models_segments(tiny_model, tiny
                            str(image), "--output", str(out), "--device", "cpu"], capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    manifest = json.loads((tiny_model / "model.json").read_text())
+    manifest = json.loads((tiny_model / "model.json").read_text(encoding="utf-8"))
     seg = slicerio.read_segmentation(str(out))
     assert [s["name"] for s in seg["segments"]] == [lab["name"] for lab in manifest["labels"]]
     assert [s["labelValue"] for s in seg["segments"]] == [lab["value"] for lab in manifest["labels"]]

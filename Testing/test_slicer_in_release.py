@@ -57,6 +57,18 @@ def test_trainer_panel_binds_both_ways_and_survives_reopening(release, tmp_path)
     assert "0 unlabeled image(s)" in ui.unlabeledCountLabel.text
 
 
+def test_trainer_train_for_a_time_lets_the_planner_choose_the_steps(release):
+    widget = standins.openModule(release, "SemiSegTrainer", pythonExecutable="/bin/false")
+    ui = widget.ui
+    assert ui.trainForSpinBox.value == 30 and ui.checkButton.text == "Check and plan"
+    assert not ui.iterationsSpinBox.enabled and not ui.valEverySpinBox.enabled  # planned
+    assert widget.settingsFromGui().trainArguments()[-2:] == ["--time", "30m"]
+    ui.trainForSpinBox.value = 0  # no time limit: the steps are the user's again
+    assert ui.iterationsSpinBox.enabled and ui.iterationsSpinBox.value == 6000
+    args = widget.settingsFromGui().trainArguments()
+    assert "--time" not in args and args[args.index("--iterations") + 1] == "6000"
+
+
 # --- item 4: the first open shows the model ---------------------------------------------------------
 
 
@@ -195,7 +207,7 @@ class FakePip:
 
     def __call__(self, module, args, *rest, **kwargs):
         args = list(args)
-        constraints = open(args[args.index("-c") + 1]).read() if "-c" in args else None
+        constraints = open(args[args.index("-c") + 1], encoding="utf-8").read() if "-c" in args else None
         self.calls.append((module, args, constraints))
         from SemiSegTogetherLib.dependencies import parseRequirements
 

@@ -125,7 +125,7 @@ def test_render_together_panel_png(tmp_path):
 
     from SemiSegTogetherLib.manifest import ModelCard
 
-    widget, error = h.loadUi(h.rewriteUi(open(h.uiPath("SemiSegTogether")).read(), preview=True))
+    widget, error = h.loadUi(h.rewriteUi(open(h.uiPath("SemiSegTogether"), encoding="utf-8").read(), preview=True))
     assert widget is not None, error
     manifest = _cardManifest()
     widget.findChild(QComboBox, "modelComboBox").addItem(manifest["name"])
@@ -159,7 +159,7 @@ def test_render_together_first_open_png(tmp_path):
     finally:
         release.close()
     assert "No model yet" in card
-    widget, error = h.loadUi(h.rewriteUi(open(h.uiPath("SemiSegTogether")).read(), preview=True))
+    widget, error = h.loadUi(h.rewriteUi(open(h.uiPath("SemiSegTogether"), encoding="utf-8").read(), preview=True))
     assert widget is not None, error
     widget.findChild(QComboBox, "modelComboBox").addItem(choice)
     widget.findChild(QLabel, "modelCardLabel").setText(card.replace(os.path.expanduser("~"), "~"))
@@ -175,7 +175,7 @@ def test_render_trainer_panel_png(tmp_path):
 
     from SemiSegTrainerLib.settings import readMethods
 
-    widget, error = h.loadUi(h.rewriteUi(open(h.uiPath("SemiSegTrainer")).read(), preview=True))
+    widget, error = h.loadUi(h.rewriteUi(open(h.uiPath("SemiSegTrainer"), encoding="utf-8").read(), preview=True))
     assert widget is not None, error
     methods = widget.findChild(QComboBox, "methodComboBox")
     ordered = readMethods(os.path.join(h.TRAINER_DIR, "Resources", "methods.json"))
@@ -219,15 +219,15 @@ def test_cmake_lists_name_every_module_file_and_nothing_missing(module):
 
 def test_expected_files_rule_sees_new_engine_files(tmp_path):
     """The rule is computed from the file system: a file someone adds later is caught."""
-    (tmp_path / "M.py").write_text("")
+    (tmp_path / "M.py").write_text("", encoding="utf-8")
     (tmp_path / "semiseg" / "nets").mkdir(parents=True)
-    (tmp_path / "semiseg" / "__init__.py").write_text("")
-    (tmp_path / "semiseg" / "nets" / "new_net.py").write_text("")
-    (tmp_path / "semiseg" / "presets.json").write_text("{}")
+    (tmp_path / "semiseg" / "__init__.py").write_text("", encoding="utf-8")
+    (tmp_path / "semiseg" / "nets" / "new_net.py").write_text("", encoding="utf-8")
+    (tmp_path / "semiseg" / "presets.json").write_text("{}", encoding="utf-8")
     (tmp_path / "semiseg" / "__pycache__").mkdir()
     (tmp_path / "semiseg" / "__pycache__" / "x.cpython-311.pyc").write_bytes(b"")
     (tmp_path / "Testing" / "Python").mkdir(parents=True)
-    (tmp_path / "Testing" / "Python" / "t.py").write_text("")
+    (tmp_path / "Testing" / "Python" / "t.py").write_text("", encoding="utf-8")
     (tmp_path / "Resources" / "Icons").mkdir(parents=True)
     (tmp_path / "Resources" / "Icons" / "M.png").write_bytes(b"")
     scripts, resources = update_cmake_lists.expectedFiles(str(tmp_path))

@@ -49,7 +49,7 @@ def test_list_models_reports_usable_and_broken_packages(tmp_path):
     h.writeModelPackage(str(tmp_path / "noweights.semiseg"), h.exampleManifest("noweights"), weights=False)
     broken = tmp_path / "broken.semiseg"
     broken.mkdir()
-    (broken / "model.json").write_text("{not json")
+    (broken / "model.json").write_text("{not json", encoding="utf-8")
     (tmp_path / "unrelated-folder").mkdir()
     entries = catalog.listModels(str(tmp_path))
     assert [e.name for e in entries] == ["a-model", "b-model", "broken", "noweights"]
@@ -66,7 +66,7 @@ def test_import_folder_copies_after_check_and_never_overwrites_silently(tmp_path
     models = tmp_path / "models"
     path = catalog.importModel(source, str(models))
     assert path == str(models / "My-model-v2.semiseg")
-    assert json.loads((models / "My-model-v2.semiseg" / "model.json").read_text())["name"] == "My model/v2"
+    assert _card(models / "My-model-v2.semiseg")["name"] == "My model/v2"
     assert (models / "My-model-v2.semiseg" / "weights.safetensors").is_file()
     # Same name again: refused, then replaced only on request.
     changed = h.exampleManifest("My model/v2")
@@ -75,9 +75,9 @@ def test_import_folder_copies_after_check_and_never_overwrites_silently(tmp_path
     with pytest.raises(catalog.ModelExistsError) as info:
         catalog.importModel(source, str(models))
     assert info.value.existingPath == path
-    assert json.loads((models / "My-model-v2.semiseg" / "model.json").read_text())["description"] != "second version"
+    assert _card(models / "My-model-v2.semiseg")["description"] != "second version"
     catalog.importModel(source, str(models), overwrite=True)
-    assert json.loads((models / "My-model-v2.semiseg" / "model.json").read_text())["description"] == "second version"
+    assert _card(models / "My-model-v2.semiseg")["description"] == "second version"
     assert sorted(os.listdir(models)) == ["My-model-v2.semiseg"]  # no staging leftovers
 
 
@@ -123,7 +123,7 @@ def test_import_rejects_bad_sources_and_copies_nothing(tmp_path, problem, expect
             z.writestr("m/model.json", json.dumps(h.exampleManifest()))
     else:
         source = str(tmp_path / "model.txt")
-        open(source, "w").write("hello")
+        open(source, "w", encoding="utf-8").write("hello")
     with pytest.raises(manifest.ModelPackageError) as info:
         catalog.importModel(source, str(models))
     assert expected in str(info.value)
@@ -244,19 +244,19 @@ def test_event_tail_reads_complete_lines_only_and_survives_garbage(tmp_path):
     bad = []
     tail = events.EventTail(str(path), onBadLine=bad.append)
     assert tail.readNew() == []  # no file yet
-    with open(path, "w") as f:
+    with open(path, "w", encoding="utf-8") as f:
         f.write('{"event": "start", "time": 1}\n{"event": "progress", "fra')
     assert [e["event"] for e in tail.readNew()] == ["start"]
-    with open(path, "a") as f:
+    with open(path, "a", encoding="utf-8") as f:
         f.write('ction": 0.5}\nnot json\n{"no_event": 1}\n')
     got = tail.readNew()
     assert got == [{"event": "progress", "fraction": 0.5}]
     assert bad == ["not json", '{"no_event": 1}']
-    with open(path, "a") as f:
+    with open(path, "a", encoding="utf-8") as f:
         f.write('{"event": "done", "output": "x"}')  # last line without newline
     assert tail.readNew() == []
     assert tail.flush() == [{"event": "done", "output": "x"}]
-    path.write_text('{"event": "start"}\n')  # replaced by a new run: read from the start
+    path.write_text('{"event": "start"}\n', encoding="utf-8")  # replaced by a new run: read from the start
     assert tail.readNew() == [{"event": "start"}]
 
 
@@ -317,7 +317,7 @@ ENGINE_LIKE = textwrap.dedent("""
 
 def test_engine_job_follows_a_real_process_to_done(tmp_path):
     eventsPath = str(tmp_path / "events.jsonl")
-    (tmp_path / "events.jsonl").write_text('{"event": "error", "message": "stale from last run"}\n')
+    (tmp_path / "events.jsonl").write_text('{"event": "error", "message": "stale from last run"}\n', encoding="utf-8")
     proc = process.BackgroundProcess([sys.executable, "-c", ENGINE_LIKE, eventsPath],
                                      logPath=str(tmp_path / "engine.log"))
     job = process.EngineJob(proc, eventsPath, InferenceProgress())
@@ -327,7 +327,7 @@ def test_engine_job_follows_a_real_process_to_done(tmp_path):
     assert job.progress.state == JobState.DONE, job.progress.errorMessage
     assert [e["event"] for e in seen] == ["start", "progress", "done"]
     assert lines == ["loading model", "finished"]
-    assert (tmp_path / "engine.log").read_text().splitlines() == lines
+    assert (tmp_path / "engine.log").read_text(encoding="utf-8").splitlines() == lines
 
 
 def test_engine_job_reports_a_process_that_cannot_start(tmp_path):
@@ -352,7 +352,7 @@ def _alive(pid):
     except ProcessLookupError:
         return False
     try:  # a zombie awaiting its parent counts as ended
-        with open(f"/proc/{pid}/stat") as f:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as f:
             return f.read().split(")")[-1].split()[0] != "Z"
     except OSError:
         return True
@@ -366,9 +366,9 @@ def test_cancel_ends_the_whole_process_tree(tmp_path):
     job = process.EngineJob(proc, str(tmp_path / "e.jsonl"), InferenceProgress(), cancelGraceSeconds=2.0)
     job.start()
     deadline = time.monotonic() + 15
-    while not (pidFile.exists() and pidFile.read_text()) and time.monotonic() < deadline:
+    while not (pidFile.exists() and pidFile.read_text(encoding="utf-8")) and time.monotonic() < deadline:
         time.sleep(0.02)
-    grandchild = int(pidFile.read_text())
+    grandchild = int(pidFile.read_text(encoding="utf-8"))
     job.poll()
     assert _alive(grandchild)
     assert job.cancel()
@@ -533,3 +533,7 @@ def test_engine_processes_get_no_console_window_on_windows_and_their_own_group(m
     assert seen["stdin"] == process.subprocess.DEVNULL
     assert {k: v for k, v in seen.items() if k in ("creationflags", "start_new_session")} == \
         {k: v for k, v in process.popenOptions().items() if k != "startupinfo"}
+
+
+def _card(model) -> dict:
+    return json.loads((model / "model.json").read_text(encoding="utf-8"))

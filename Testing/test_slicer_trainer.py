@@ -2,6 +2,7 @@
 checks before training, settings and command line, events -> progress/curves/state,
 cancel and resume bookkeeping, registering the finished model."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -139,11 +140,11 @@ def test_export_writes_what_the_engine_reads_with_label_info(tmp_path):
                                   unlabeledArrays=[("scene volume", np.ones((8, 8, 8), np.float32), g)],
                                   unlabeledPaths=[poolFile], name="test")
     assert (result.labels, result.labeledCount, result.unlabeledCount) == ({"liver": 1, "tumor": 2}, 2, 2)
-    spec = json.loads(open(result.datasetJson).read())
+    spec = json.loads(open(result.datasetJson, encoding="utf-8").read())
     assert spec["labels"] == {"background": 0, "liver": 1, "tumor": 2}
     assert [c["id"] for c in spec["training"]] == ["Patient_1_CT", "Patient_1_CT_2"]
     assert spec["unlabeled"][1] == {"image": poolFile}
-    info = json.loads(open(result.labelInfoJson).read())
+    info = json.loads(open(result.labelInfoJson, encoding="utf-8").read())
     assert info["liver"] == {"color": [204, 102, 51], "terminology": {
         "category": ["SCT", "123037004", "Anatomical Structure"], "type": ["SCT", "10200004", "Liver"]}}
     assert info["tumor"] == {"color": [204, 102, 51]}
@@ -194,7 +195,7 @@ def test_pool_counts_images_and_dicom_series_only(tmp_path):
     (series / "IM0001").write_bytes(b"\0" * 128 + b"DICM" + b"\0" * 10)
     other = tmp_path / "misc"
     other.mkdir()
-    (other / "readme").write_text("hello")
+    (other / "readme").write_text("hello", encoding="utf-8")
     found = [os.path.basename(p) for p in export.countPoolImages(str(tmp_path))]
     assert found == ["a.nii.gz", "b.nrrd", "c.mha", "series1"]
     assert export.countPoolImages(str(tmp_path / "missing")) == [] and export.countPoolImages("") == []
@@ -232,7 +233,7 @@ def test_shipped_method_list_is_the_engines_registry():
 
 def test_unreadable_method_list_names_the_file(tmp_path):
     bad = tmp_path / "methods.json"
-    bad.write_text("[]")
+    bad.write_text("[]", encoding="utf-8")
     with pytest.raises(ValueError, match="methods.json: cannot read the method list"):
         settings.readMethods(str(bad))
 
@@ -241,36 +242,60 @@ def test_engine_train_accepts_the_flags_the_panel_uses():
     env = engineEnvironment()
     helpText = subprocess.run([sys.executable, "-m", "semiseg", "train", "--help"], capture_output=True, text=True,
                               timeout=120, env=env).stdout
-    for flag in settings.TrainingSettings(patch=[32, 32, 32], learningRate=0.01, methodOptions={"a": 1},
-                                          modelName="m").trainArguments() + ["--label-info", "--resume", "--workdir",
-                                                                           "--events", "--quiet", "--overwrite"]:
-        if flag.startswith("--"):
-            assert flag in helpText, flag
+    planHelp = subprocess.run([sys.executable, "-m", "semiseg", "plan", "--help"], capture_output=True, text=True,
+                              timeout=120, env=env).stdout
+    for minutes in (0, 30):  # by steps, and with a time limit
+        panel = settings.TrainingSettings(timeMinutes=minutes, patch=[32, 32, 32], learningRate=0.01,
+                                          methodOptions={"a": 1}, modelName="m", initModel="/p.semiseg")
+        for flag in panel.trainArguments() + ["--label-info", "--resume", "--workdir", "--events", "--quiet",
+                                              "--overwrite"]:
+            if flag.startswith("--"):
+                assert flag in helpText, flag
+        for flag in panel.planArguments():
+            if flag.startswith("--"):
+                assert flag in planHelp, flag
+
+
+def test_a_time_limit_lets_the_planner_choose_steps_batches_and_validation():
+    timed = settings.TrainingSettings(method="ad", timeMinutes=45, iterations=300, patch=[32, 32, 32],
+                                      modelName="m", initModel="/p.semiseg").trainArguments()
+    assert timed[timed.index("--time") + 1] == "45m" and timed[timed.index("--patch") + 1] == "32,32,32"
+    for planned in ("--iterations", "--batch-labeled", "--batch-unlabeled", "--val-every"):
+        assert planned not in timed
+    plan = settings.buildPlanCommand("py", "/j/data/dataset.json",
+                                     settings.TrainingSettings(method="ad", timeMinutes=45, modelName="m",
+                                                               initModel="/p.semiseg"))
+    assert plan[plan.index("plan") + 1] == "/j/data/dataset.json" and "45m" in plan
+    assert "--name" not in plan and "--init" not in plan
+    # The defaults: 30 minutes; without a limit, the CLI's 6000 steps at the native grid.
+    assert settings.TrainingSettings().timeMinutes == 30
+    untimed = settings.TrainingSettings(timeMinutes=0).trainArguments()
+    assert untimed[untimed.index("--iterations") + 1] == "6000" and "--spacing" not in untimed
 
 
 def test_settings_validation_messages():
     known = settings.readMethods(SHIPPED_METHODS)
     assert settings.TrainingSettings().validate(known) == []
-    bad = settings.TrainingSettings(method="magic", iterations=0, device="tpu", patch=[96, 90], batchLabeled=0,
-                                    learningRate=-1, valEvery=0, modelName="a/b")
+    bad = settings.TrainingSettings(method="magic", timeMinutes=-5, iterations=0, device="tpu", patch=[96, 90],
+                                    batchLabeled=0, learningRate=-1, valEvery=0, modelName="a/b")
     text = "\n".join(bad.validate(known))
-    for part in ("unknown method 'magic'", "iterations must be at least 1", "device must be", "multiple of 16",
-                 "labeled batch", "learning rate", "validate-every", "model name"):
+    for part in ("unknown method 'magic'", "time limit", "iterations must be at least 1", "device must be",
+                 "multiple of 16", "labeled batch", "learning rate", "validate-every", "model name"):
         assert part in text
     withOptions = [settings.MethodInfo("mean-teacher", options={"ema_decay": 0.99})]
     assert "has no option(s) typo" in settings.TrainingSettings(methodOptions={"typo": 1}).validate(withOptions)[0]
 
 
 def test_train_command_fresh_and_resume_use_the_same_workdir_and_out():
-    s = settings.TrainingSettings(method="ad", iterations=300, device="cpu", patch=[96, 96, 64], batchLabeled=2,
-                                  batchUnlabeled=4, learningRate=0.005, valEvery=50,
+    s = settings.TrainingSettings(method="ad", timeMinutes=0, iterations=300, device="cpu", patch=[96, 96, 64],
+                                  batchLabeled=2, batchUnlabeled=4, learningRate=0.005, valEvery=50,
                                   methodOptions={"weight": 0.5, "flag": True}, modelName="liver")
     fresh = settings.buildTrainCommand("PythonSlicer", "/j/data/dataset.json", "/j/model/liver.semiseg", "/j/ckpt",
                                        "/j/events.jsonl", s, labelInfoPath="/j/data/label-info.json")
     assert fresh == ["PythonSlicer", "-m", "semiseg", "train", "--data", "/j/data/dataset.json",
                      "--out", "/j/model/liver.semiseg", "--workdir", "/j/ckpt", "--events", "/j/events.jsonl",
-                     "--quiet", "--label-info", "/j/data/label-info.json", "--method", "ad", "--iterations", "300",
-                     "--device", "cpu", "--batch-labeled", "2", "--batch-unlabeled", "4", "--val-every", "50",
+                     "--quiet", "--label-info", "/j/data/label-info.json", "--method", "ad", "--device", "cpu",
+                     "--iterations", "300", "--batch-labeled", "2", "--batch-unlabeled", "4", "--val-every", "50",
                      "--patch", "96,96,64", "--lr", "0.005", "--option", "flag=true", "--option", "weight=0.5",
                      "--name", "liver", "--overwrite"]
     resume = settings.buildTrainCommand("PythonSlicer", "/j/data/dataset.json", "/j/model/liver.semiseg", "/j/ckpt",
@@ -291,13 +316,13 @@ class DictStore:
 
 def test_settings_are_remembered_under_semiseg_keys():
     store = DictStore()
-    s = settings.TrainingSettings(method="ad", iterations=50, device="cpu", patch=[32, 32, 32], learningRate=0.01,
-                                  methodOptions={"w": 2}, modelName="not remembered")
+    s = settings.TrainingSettings(method="ad", timeMinutes=0, iterations=50, device="cpu", patch=[32, 32, 32],
+                                  learningRate=0.01, methodOptions={"w": 2}, modelName="not remembered")
     s.save(store)
     assert all(k.startswith("SemiSeg/Trainer/") for k in store.data)
     loaded = settings.TrainingSettings.load(store)
-    assert loaded == settings.TrainingSettings(method="ad", iterations=50, device="cpu", patch=[32, 32, 32],
-                                               learningRate=0.01, methodOptions={"w": 2})
+    assert loaded == settings.TrainingSettings(method="ad", timeMinutes=0, iterations=50, device="cpu",
+                                               patch=[32, 32, 32], learningRate=0.01, methodOptions={"w": 2})
     store.setValue("SemiSeg/Trainer/iterations", "not json")
     store.setValue("SemiSeg/Trainer/device", "5")  # wrong type: default kept
     again = settings.TrainingSettings.load(store)
@@ -428,7 +453,7 @@ FAKE_TRAIN = textwrap.dedent("""
 def runnerFactory(tmp_path, stepSeconds):
     """Real `semiseg check`; the train step is a stand-in script speaking the engine's CLI/events."""
     script = tmp_path / "fake_train.py"
-    script.write_text(FAKE_TRAIN)
+    script.write_text(FAKE_TRAIN, encoding="utf-8")
     commands = []
 
     def factory(args, env, logPath):
@@ -443,7 +468,8 @@ def runnerFactory(tmp_path, stepSeconds):
 
 
 def _newJob(tmp_path, iterations=40):
-    s = settings.TrainingSettings(method="supervised", iterations=iterations, device="cpu", modelName="tiny liver")
+    s = settings.TrainingSettings(method="supervised", timeMinutes=0, iterations=iterations, device="cpu",
+                                  modelName="tiny liver")
     job = jobs.TrainingJobFolder.create(str(tmp_path / "training"), s)
     exported = export.exportDataset(job.dataDir, [_case("a"), _case("b")])
     job.dataPath, job.labelInfoPath = exported.datasetJson, exported.labelInfoJson
@@ -458,13 +484,13 @@ def test_job_folder_roundtrip_and_event_archives(tmp_path):
     assert (loaded.settings, loaded.dataPath, loaded.outPath) == (job.settings, job.dataPath, job.outPath)
     assert not loaded.canResume() and not loaded.finished
     os.makedirs(job.workDir)
-    open(job.lastCheckpoint, "w").write("4")
+    open(job.lastCheckpoint, "w", encoding="utf-8").write("4")
     assert loaded.canResume()
     assert [j.folder for j in jobs.findResumableJobs(str(tmp_path / "training"))] == [job.folder]
-    with open(job.eventsPath, "w") as f:
+    with open(job.eventsPath, "w", encoding="utf-8") as f:
         f.write(json.dumps({"event": "start"}) + "\n")
     assert job.archiveEvents().endswith("events.part1.jsonl") and not os.path.exists(job.eventsPath)
-    with open(job.eventsPath, "w") as f:
+    with open(job.eventsPath, "w", encoding="utf-8") as f:
         f.write(json.dumps({"event": "iteration", "iteration": 1}) + "\n")
     job.archiveEvents()
     assert [e["event"] for e in job.history()] == ["start", "iteration"]
@@ -490,7 +516,7 @@ def test_runner_check_train_cancel_keeps_checkpoint_then_resume_finishes_and_reg
         time.sleep(0.02)
     p = runner.progress
     assert p.state == JobState.IDLE and p.cancelled, p.errorMessage
-    assert job.canResume() and p.checkpointIteration == int(open(job.lastCheckpoint).read())
+    assert job.canResume() and p.checkpointIteration == int(open(job.lastCheckpoint, encoding="utf-8").read())
     stoppedAt = p.checkpointIteration
     assert commands[0][3:] == ["check", job.dataPath] and commands[1][3] == "train"
 
@@ -544,3 +570,23 @@ def test_runner_check_only_stops_after_the_check(tmp_path):
         time.sleep(0.02)
     assert runner.progress.state == JobState.DONE and runner.progress.statusText() == "data check passed"
     assert [c[3] for c in commands] == ["check"]
+
+
+def test_runner_check_and_plan_shows_the_plan_before_training(tmp_path):
+    """"Check and plan" with a time limit: the real `semiseg check` and `semiseg plan` on the exported cases;
+    the plan's lines reach the log, and nothing trains."""
+    factory, commands = runnerFactory(tmp_path, stepSeconds=0.01)
+    job = _newJob(tmp_path)
+    job.settings = dataclasses.replace(job.settings, timeMinutes=2, methodOptions={"n_filters": 4})
+    runner = jobs.TrainingRunner(sys.executable, engineEnvironment(), factory)
+    runner.start(job, checkOnly=True)
+    lines, deadline = [], time.monotonic() + 300
+    while runner.running and time.monotonic() < deadline:
+        lines += runner.poll().logLines
+        time.sleep(0.05)
+    assert [c[3] for c in commands] == ["check", "plan"]
+    assert commands[1][commands[1].index("--time") + 1] == "2m"
+    assert runner.progress.state == JobState.DONE, runner.progress.errorMessage
+    assert runner.progress.statusText() == "data check passed; the plan is in the log"
+    text = "\n".join(lines)
+    assert "Plan for supervised" in text and "predicted time" in text and "iterations" in text

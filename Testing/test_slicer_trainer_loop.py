@@ -34,7 +34,7 @@ def _export(folder, n_unlabeled=3):
 
 def test_export_names_the_pool_cases_it_wrote(tmp_path):
     exported = _export(tmp_path / "data")
-    spec = json.loads(open(exported.datasetJson).read())
+    spec = json.loads(open(exported.datasetJson, encoding="utf-8").read())
     assert exported.unlabeledIds == [e["id"] for e in spec["unlabeled"]] == ["Pool_scan_0", "Pool_scan_1",
                                                                              "Pool_scan_2"]
 
@@ -48,11 +48,11 @@ def test_suggest_command_and_ranking_back_to_scene_volumes(tmp_path):
     activeloop.writePoolNodes(str(job), ["a", "b"], ["vtkMRMLScalarVolumeNode3", "vtkMRMLScalarVolumeNode4"])
     (job / "suggestions.json").write_text(json.dumps({"suggestions": [
         {"rank": 1, "id": "b", "score": 0.5, "uncertainty": 0.6, "novelty": 0.8, "reason": "r"},
-        {"rank": 2, "id": "c", "score": 0.1, "uncertainty": 0.2, "novelty": 0.5, "reason": "s"}]}))
+        {"rank": 2, "id": "c", "score": 0.1, "uncertainty": 0.2, "novelty": 0.5, "reason": "s"}]}), encoding="utf-8")
     rows = activeloop.readSuggestions(str(job))
     assert [(r.caseId, r.nodeId) for r in rows] == [("b", "vtkMRMLScalarVolumeNode4"), ("c", None)]
     assert rows[0].label("Pool scan 1").startswith("1. Pool scan 1  score 0.50")
-    (job / "suggestions.json").write_text("{}")
+    (job / "suggestions.json").write_text("{}", encoding="utf-8")
     with pytest.raises(ValueError, match="suggestions.json: not a ranking"):
         activeloop.readSuggestions(str(job))
     with pytest.raises(ValueError, match="2 exported pool cases but 1"):
@@ -64,8 +64,8 @@ def test_fine_tune_passes_init_and_is_not_remembered(tmp_path):
     with pytest.raises(ValueError, match="no finished model"):
         activeloop.fineTuneSettings(settings.TrainingSettings(), str(model))
     model.mkdir()
-    (model / "model.json").write_text("{}")
-    tuned = activeloop.fineTuneSettings(settings.TrainingSettings(iterations=500), str(model))
+    (model / "model.json").write_text("{}", encoding="utf-8")
+    tuned = activeloop.fineTuneSettings(settings.TrainingSettings(timeMinutes=0, iterations=500), str(model))
     args = tuned.trainArguments()
     assert args[args.index("--init") + 1] == str(model) and tuned.iterations == 500
     assert "--init" not in settings.TrainingSettings().trainArguments()

@@ -75,7 +75,7 @@ def test_suggest_command_ranks_the_whole_pool_with_reasons(capsys, tiny_model, t
     assert main(["suggest", "--model", str(tiny_model), "--data", str(tiny_dataset), "--json", "--device", "cpu",
                  "--out", str(out)]) == 0
     printed = json.loads(capsys.readouterr().out)
-    assert printed == json.loads(out.read_text())
+    assert printed == json.loads(out.read_text(encoding="utf-8"))
     rows = printed["suggestions"]
     assert [r["rank"] for r in rows] == [1, 2, 3, 4]
     assert len({r["id"] for r in rows}) == 4
@@ -95,9 +95,9 @@ def test_suggest_puts_a_duplicate_scan_behind_its_original(capsys, tiny_model, t
     shutil.copytree(tiny_dataset, data)
     first = sorted((data / "imagesUn").iterdir())[0]
     shutil.copy(first, data / "imagesUn" / ("zz_copy_" + first.name))
-    spec = json.loads((data / "dataset.json").read_text())
+    spec = json.loads((data / "dataset.json").read_text(encoding="utf-8"))
     spec["unlabeled"].append({"image": f"imagesUn/zz_copy_{first.name}"})
-    (data / "dataset.json").write_text(json.dumps(spec))
+    (data / "dataset.json").write_text(json.dumps(spec), encoding="utf-8")
     assert main(["suggest", "--model", str(tiny_model), "--data", str(data), "--json", "--device", "cpu"]) == 0
     rows = json.loads(capsys.readouterr().out)["suggestions"]
     ids = [r["id"] for r in rows]
@@ -112,8 +112,8 @@ def test_suggest_puts_a_duplicate_scan_behind_its_original(capsys, tiny_model, t
 def test_suggest_without_unlabeled_cases_exits_2(capsys, tiny_model, tiny_dataset, tmp_path):
     data = tmp_path / "data"
     shutil.copytree(tiny_dataset, data)
-    spec = json.loads((data / "dataset.json").read_text())
+    spec = json.loads((data / "dataset.json").read_text(encoding="utf-8"))
     spec["unlabeled"] = []
-    (data / "dataset.json").write_text(json.dumps(spec))
+    (data / "dataset.json").write_text(json.dumps(spec), encoding="utf-8")
     assert main(["suggest", "--model", str(tiny_model), "--data", str(data)]) == 2
     assert "no unlabeled cases" in capsys.readouterr().err

@@ -80,7 +80,7 @@ def test_make_dataset_layout_and_domains(tmp_path):
         tmp_path / "ds", n_labeled=3, n_unlabeled=2, n_test=2, shape=(24, 24, 24), seed=1,
         labeled_domains=("scanner-a", "scanner-b"), unlabeled_domains=("scanner-b",), test_domains=("scanner-c",),
     )
-    spec = json.loads((out / "dataset.json").read_text())
+    spec = json.loads((out / "dataset.json").read_text(encoding="utf-8"))
     assert spec["modality"] == "MR"
     assert spec["labels"] == {"background": 0, "organ": 1, "vessel": 2, "lesion": 3}
     assert (len(spec["training"]), len(spec["unlabeled"]), len(spec["test"])) == (3, 2, 2)
@@ -102,7 +102,7 @@ def test_make_dataset_layout_and_domains(tmp_path):
 def test_make_dataset_tasks_keep_only_their_structures(tmp_path):
     tasks = {"organs": ["organ", "vessel"], "lesions": ["lesion"]}
     out = make_dataset(tmp_path / "ds", n_labeled=4, n_unlabeled=1, n_test=2, shape=(24, 24, 24), tasks=tasks)
-    spec = json.loads((out / "dataset.json").read_text())
+    spec = json.loads((out / "dataset.json").read_text(encoding="utf-8"))
     assert spec["tasks"] == tasks
     assert [c["task"] for c in spec["training"]] == ["organs", "lesions", "organs", "lesions"]
     assert [c["task"] for c in spec["test"]] == ["organs", "lesions"]
@@ -118,12 +118,12 @@ def test_make_dataset_refuses_non_empty_folder(tmp_path):
     make_dataset(out, n_labeled=1, n_unlabeled=0, n_test=0, shape=(16, 16, 16))
     with pytest.raises(DataError, match="not empty"):
         make_dataset(out, n_labeled=1, n_unlabeled=0, n_test=0, shape=(16, 16, 16))
-    (out / "notes.txt").write_text("keep me")
+    (out / "notes.txt").write_text("keep me", encoding="utf-8")
     make_dataset(out, n_labeled=2, n_unlabeled=0, n_test=0, shape=(16, 16, 16), overwrite=True)
-    assert len(json.loads((out / "dataset.json").read_text())["training"]) == 2
-    assert (out / "notes.txt").read_text() == "keep me"
+    assert len(json.loads((out / "dataset.json").read_text(encoding="utf-8"))["training"]) == 2
+    assert (out / "notes.txt").read_text(encoding="utf-8") == "keep me"
     with pytest.raises(ConfigError):
         make_dataset(tmp_path / "other", tasks={"t": ["no-such-structure"]})
-    (tmp_path / "file").write_text("x")
+    (tmp_path / "file").write_text("x", encoding="utf-8")
     with pytest.raises(DataError):
         make_dataset(tmp_path / "file")

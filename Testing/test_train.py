@@ -53,7 +53,7 @@ def test_run_writes_package_checkpoints_and_events(tiny_run):
     assert manifest["inference"]["seconds_per_volume"] > 0 and manifest["inference"]["device"] == "cpu"
     assert manifest["training"]["seconds"] > 0 and manifest["training"]["peak_memory_mb"] > 0
 
-    lines = tiny_run.events.read_text().splitlines()
+    lines = tiny_run.events.read_text(encoding="utf-8").splitlines()
     events = [strict_json(line) for line in lines]
     kinds = [e["event"] for e in events]
     assert kinds[0] == "start" and kinds[-1] == "done"
@@ -180,16 +180,16 @@ def test_resume_without_a_checkpoint_is_refused(tiny_dataset, tmp_path):
 
 
 def test_existing_out_is_refused_unless_overwrite(tiny_run, tmp_path):
-    before = (tiny_run.model / "model.json").read_text()
+    before = (tiny_run.model / "model.json").read_text(encoding="utf-8")
     cfg = config(tiny_run.dataset, tmp_path, workdir=str(tmp_path / "w"))
     cfg.out = str(tiny_run.model)
     with pytest.raises(ConfigError, match="--overwrite") as info:
         train(cfg)
     assert str(tiny_run.model) in str(info.value)
-    assert (tiny_run.model / "model.json").read_text() == before
+    assert (tiny_run.model / "model.json").read_text(encoding="utf-8") == before
     # With overwrite the run is accepted (built, not run: the shared model stays as it is).
     _Trainer(replace(cfg, overwrite=True), EventWriter(None))
-    assert (tiny_run.model / "model.json").read_text() == before
+    assert (tiny_run.model / "model.json").read_text(encoding="utf-8") == before
 
 
 def test_validation_never_uses_test_cases(tiny_run, tmp_path, monkeypatch):
@@ -223,9 +223,9 @@ def test_method_that_needs_unlabeled_data_on_a_dataset_without(tiny_dataset, tmp
     root = tmp_path / "labeled-only"
     for sub in ("imagesTr", "labelsTr"):
         shutil.copytree(tiny_dataset / sub, root / sub)
-    spec = json.loads((tiny_dataset / "dataset.json").read_text())
+    spec = json.loads((tiny_dataset / "dataset.json").read_text(encoding="utf-8"))
     spec.update(unlabeled=[], test=[], numUnlabeled=0, numTest=0)
-    (root / "dataset.json").write_text(json.dumps(spec))
+    (root / "dataset.json").write_text(json.dumps(spec), encoding="utf-8")
     cfg = config(root, tmp_path, method="mean-teacher")
     with pytest.raises(ConfigError, match="unlabeled"):
         train(cfg)

@@ -161,9 +161,21 @@ def _planned(cfg, args):
     cannot be met."""
     from semiseg.plan import make_plan, parse_duration, parse_memory
     from semiseg.process import seconds_since_start
+    _check_before_probing(cfg)
     plan = make_plan(cfg, parse_duration(args.time), memory_mb=parse_memory(args.memory),
                      fixed=_given_settings(args), spent_seconds=seconds_since_start())
     return plan, plan.apply(cfg)
+
+
+def _check_before_probing(cfg) -> None:
+    """A plan or an estimate runs a probe step on the data: the settings and the dataset pass train's own checks
+    first, so that a bad file is named rather than crashing the probe (train checks them again, from a cache)."""
+    from semiseg.datasets import validate_dataset
+    from semiseg.train_checks import check_train_settings
+    from semiseg.training.config import validate_config
+    check_train_settings(cfg)
+    validate_config(cfg)
+    validate_dataset(cfg.data)
 
 
 def _with_estimate(cfg):
@@ -173,9 +185,8 @@ def _with_estimate(cfg):
 
     from semiseg.plan import estimate
     from semiseg.process import seconds_since_start
-    from semiseg.training.config import validate_config
     from semiseg.training.progress import format_duration
-    validate_config(cfg)
+    _check_before_probing(cfg)
     try:
         est = estimate(cfg, spent_seconds=seconds_since_start())
     except (SemiSegError, ValueError, RuntimeError) as exc:  # the run itself reports bad settings clearly
@@ -262,9 +273,13 @@ def cmd_train(args) -> int:
                         overwrite=args.overwrite,
                         progress=not args.quiet, sync_bn=args.sync_bn, dist_timeout=args.dist_timeout)
     if args.time:
-        plan, cfg = _planned(cfg, args)
+        if args.resume:
+            from semiseg.plan import resumed_plan
+            plan, cfg = resumed_plan(cfg)
+        else:
+            plan, cfg = _planned(cfg, args)
         if distributed.launch_rank() == 0:
-            print(plan.format(), file=sys.stderr)
+            print(("Resuming the run planned as:\n" if args.resume else "") + plan.format(), file=sys.stderr)
         if plan.iterations < 1:
             raise SemiSegError(plan.message)  # not one step fits: nothing to train
     elif not args.resume and not distributed.launched_by_torchrun():
@@ -565,9 +580,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _tolerate_narrow_terminals() -> None:
+    """Under an ASCII locale (LC_ALL=C with UTF-8 mode off, a Windows code page) a report's "±" or "×" would
+    raise UnicodeEncodeError mid-run: such characters are written escaped instead."""
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure") and (stream.encoding or "").lower().replace("-", "") != "utf8":
+            stream.reconfigure(errors="backslashreplace")
+
+
 def main(argv: list[str] | None = None) -> int:
     import time
     started = time.perf_counter()  # what `predict` reports as wall time: start-up included
+    _tolerate_narrow_terminals()
     parser = build_parser()
     args = parser.parse_args(argv)
     args.raw_argv = list(argv) if argv is not None else sys.argv[1:]

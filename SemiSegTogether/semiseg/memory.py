@@ -54,7 +54,7 @@ class PeakMemory:
 
 def _reset_resident_peak() -> bool:
     try:
-        CLEAR_REFS.write_text("5")
+        CLEAR_REFS.write_text("5", encoding="utf-8")
         return True
     except OSError:
         return False
@@ -62,7 +62,7 @@ def _reset_resident_peak() -> bool:
 
 def _resident_peak_mb() -> float:
     try:
-        for line in STATUS.read_text().splitlines():
+        for line in STATUS.read_text(encoding="utf-8").splitlines():
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) / 1024  # kB
     except OSError:

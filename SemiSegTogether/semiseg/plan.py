@@ -95,7 +95,7 @@ def describe_device(device: torch.device) -> dict:
 
 def _meminfo() -> dict[str, float]:
     try:
-        lines = Path("/proc/meminfo").read_text().splitlines()
+        lines = Path("/proc/meminfo").read_text(encoding="utf-8").splitlines()
     except OSError:
         return {}
     return {k: float(v.split()[0]) / 1024 for k, v in (line.split(":", 1) for line in lines)}
@@ -103,7 +103,7 @@ def _meminfo() -> dict[str, float]:
 
 def _cpu_model() -> str:
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     except OSError:
@@ -199,6 +199,21 @@ class Plan:
 
 def _mm(spacing) -> str:
     return " x ".join(f"{s:.3g}" for s in spacing) + " mm"
+
+
+def resumed_plan(cfg: TrainConfig) -> tuple[Plan, TrainConfig]:
+    """`train --resume --time`: the plan the checkpoint's run follows, not a new one (a new probe would choose
+    other iterations or another patch, which the resume must refuse)."""
+    from semiseg.resume_settings import load_checkpoint
+    last = cfg.workdir_path() / "last.pt"
+    if not last.exists():
+        raise ConfigError(f"--resume: no checkpoint at {last}")
+    saved = load_checkpoint(last, torch.device("cpu")).get("plan")
+    if not saved or saved.get("budget_seconds") is None:  # no plan, or only the estimate of given settings
+        raise ConfigError(f"--resume --time: {last} comes from a run without --time; resume it without --time, "
+                          f"with that run's settings")
+    plan = Plan(**saved)
+    return plan, plan.apply(cfg)
 
 
 def estimate(cfg: TrainConfig, spent_seconds: float = 0.0) -> "Plan":

@@ -32,7 +32,7 @@ from semiseg.training.progress import format_duration
 
 def load_average() -> float:
     try:
-        return float(Path("/proc/loadavg").read_text().split()[0])
+        return float(Path("/proc/loadavg").read_text(encoding="utf-8").split()[0])
     except (OSError, ValueError, IndexError):
         return float("nan")
 

@@ -125,7 +125,7 @@ def _memory_now(device: torch.device) -> float | None:
         torch.cuda.reset_peak_memory_stats(device)
         return torch.cuda.memory_allocated(device) / 2**20
     try:
-        Path("/proc/self/clear_refs").write_text("5")
+        Path("/proc/self/clear_refs").write_text("5", encoding="utf-8")
         return _status_mb("VmRSS")
     except OSError:
         return None
@@ -140,7 +140,7 @@ def _peak_since(device: torch.device, baseline: float | None) -> float | None:
 
 
 def _status_mb(field: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
+    for line in Path("/proc/self/status").read_text(encoding="utf-8").splitlines():
         if line.startswith(field + ":"):
             return float(line.split()[1]) / 1024  # kB
     raise OSError(f"/proc/self/status has no {field}")

@@ -2,6 +2,10 @@
 optimiser, teacher/EMA update, and a validation pass; the network's own share and the FLOP/s it reaches.
 
     python -m semiseg.speed --methods supervised,mean-teacher --patch 32,48,48 --width 16 [--threads 1] [--json]
+    python -m semiseg.speed --compare --out docs/benchmarks/speed-cpu    # before/after the overhead removed
+
+`--compare` profiles each method twice, with MONAI's MetaTensor bookkeeping on in the augmentation (as before
+it was turned off) and off (as training runs now), and writes report.md and results.json to --out.
 
 The phases are timed around the loop's own calls (the same patch streams, method, optimiser); inside the
 forward and backward passes, PyTorch's profiler separates the network's operators (convolutions, norms,
@@ -36,7 +40,7 @@ NETWORK_OPS = ("conv", "batch_norm", "instance_norm", "group_norm", "native_batc
 
 def cpu_peak_gflops() -> dict:
     """FP32 peak of this CPU from /proc/cpuinfo: cores × MHz × FLOPs/cycle (2 FMA units × lanes × 2)."""
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    info = Path("/proc/cpuinfo").read_text(encoding="utf-8") if Path("/proc/cpuinfo").exists() else ""
     flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
     mhz = [float(line.split(":", 1)[1]) for line in info.splitlines() if line.startswith("cpu MHz")]
     lanes = 16 if "avx512f" in flags else 8 if "avx2" in flags else 4
@@ -48,7 +52,7 @@ def cpu_peak_gflops() -> dict:
 
 
 def profile_method(name: str, patch: list[int], width: int, batch_labeled: int = 2, batch_unlabeled: int = 2,
-                   iterations: int = 3, val_shape: list[int] | None = None) -> dict:
+                   iterations: int = 3, val_shape: list[int] | None = None, before: bool = False) -> dict:
     """Seconds per phase (mean over `iterations` after a warm-up), network share, FLOPs and FLOP/s."""
     torch.manual_seed(0)
     context = MethodContext(n_classes=2, total_iterations=1000, options={"n_filters": width})
@@ -56,7 +60,7 @@ def profile_method(name: str, patch: list[int], width: int, batch_labeled: int =
     method = build_method(name, context)
     cfg = TrainConfig(data="", out="", method=name, device="cpu")
     optimisation = Optimisation(cfg, method, device, FastPaths(precision="fp32"))
-    augment = build_augmentation("standard")
+    augment = build_augmentation("standard", track_meta=before)
     rng = np.random.default_rng(0)
     labeled = PatchStream(_random_cases(patch, context, 2, 1), patch, batch_labeled, augment="none")
     unlabeled = PatchStream(_random_cases(patch, context, 2, 2), patch, batch_unlabeled, fg_ratio=0.0,
@@ -107,7 +111,7 @@ def profile_method(name: str, patch: list[int], width: int, batch_labeled: int =
     step_cpu = sum(cpu_seconds.values())
     net_seconds = net_share_fb * (seconds["forward"] + seconds["backward"])
     net_cpu = net_share_fb * (cpu_seconds["forward"] + cpu_seconds["backward"])
-    out = {"method": name, "patch": patch, "width": width, "batch": [batch_labeled, batch_unlabeled],
+    out = {"method": name, "variant": "before" if before else "after", "patch": patch, "width": width, "batch": [batch_labeled, batch_unlabeled],
            "threads": torch.get_num_threads(), "phases": seconds, "phases_cpu": cpu_seconds, "step_seconds": step,
            "step_cpu_seconds": step_cpu, "network_seconds": net_seconds, "network_share": net_seconds / step,
            "overhead_share": 1 - net_seconds / step, "flops_per_step": flops,
@@ -166,14 +170,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--iterations", type=int, default=3)
     ap.add_argument("--val-shape", default="28,46,62", help="a validation case's shape (la-dev at 2 mm)")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--compare", action="store_true", help="each method before and after the overhead removed")
+    ap.add_argument("--out", help="with --compare: the folder for report.md and results.json")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     patch = [int(v) for v in args.patch.split(",")]
     val_shape = [int(v) for v in args.val_shape.split(",")] if args.val_shape else None
-    rows = [profile_method(m, patch, args.width, iterations=args.iterations, val_shape=val_shape)
-            for m in args.methods.split(",") if m]
-    result = {"peak": cpu_peak_gflops(), "rows": rows}
+    variants = (True, False) if args.compare else (False,)
+    rows = [profile_method(m, patch, args.width, iterations=args.iterations, val_shape=val_shape, before=b)
+            for m in args.methods.split(",") if m for b in variants]
+    result = {"peak": cpu_peak_gflops(), "load_average": _load_average(), "rows": rows}
+    if args.out:
+        write_report(result, Path(args.out))
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -183,6 +192,40 @@ def main(argv: list[str] | None = None) -> int:
               f"{100 * r['network_share']:.0f} %; network {r['gflops_per_second_network']:.1f} GFLOP/s "
               f"({r['gflops_per_cpu_second_network']:.1f} per CPU second) of {result['peak']['gflops']:.0f} peak")
     return 0
+
+
+def _load_average() -> float | None:
+    try:
+        return float(Path("/proc/loadavg").read_text(encoding="utf-8").split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def write_report(result: dict, out: Path) -> None:
+    """report.md (one row per method and variant) and results.json in `out`."""
+    from semiseg.atomic import atomic_path
+    out.mkdir(parents=True, exist_ok=True)
+    peak = result["peak"]
+    lines = ["| method | variant | step ms | augmentation ms | forward ms | backward ms | optimiser ms | "
+             "teacher/EMA ms | outside the network | network GFLOP/s | per CPU-second | % of peak |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in result["rows"]:
+        ph = r["phases"]
+        lines.append(f"| {r['method']} | {r['variant']} | {r['step_seconds'] * 1e3:.0f} | "
+                     f"{ph['augmentation'] * 1e3:.0f} | {ph['forward'] * 1e3:.0f} | {ph['backward'] * 1e3:.0f} | "
+                     f"{ph['optimizer'] * 1e3:.0f} | {ph['teacher/EMA'] * 1e3:.0f} | "
+                     f"{100 * r['overhead_share']:.0f} % | {r['gflops_per_second_network']:.1f} | "
+                     f"{r['gflops_per_cpu_second_network']:.1f} | "
+                     f"{100 * r['gflops_per_second_network'] / peak['gflops']:.0f} % |")
+    r0 = result["rows"][0]
+    head = [f"Patch {'x'.join(map(str, r0['patch']))}, width {r0['width']}, batch {r0['batch'][0]} labeled + "
+            f"{r0['batch'][1]} unlabeled, {r0['threads']} thread(s); peak {peak['gflops']:.0f} GFLOP/s "
+            f"({peak['threads']} thread(s) x {peak['ghz']} GHz x {peak['flops_per_cycle']} FP32 FLOPs/cycle, "
+            f"{peak['vector']}); load average {result.get('load_average')}.", ""]
+    with atomic_path(out / "report.md", ".md") as tmp:
+        tmp.write_text("\n".join(head + lines) + "\n", encoding="utf-8")
+    with atomic_path(out / "results.json", ".json") as tmp:
+        tmp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -348,5 +348,5 @@ def make_dataset(
     }
     if tasks is not None:
         desc["tasks"] = {t: list(m) for t, m in tasks.items()}
-    (folder.add("dataset.json")).write_text(json.dumps(desc, indent=2) + "\n")
+    (folder.add("dataset.json")).write_text(json.dumps(desc, indent=2) + "\n", encoding="utf-8")
     return out

@@ -96,12 +96,6 @@ class _Trainer:
         self.amp = self.fast.amp_dtype(self.device) is not None
         self.workdir = cfg.workdir_path()
         self.checkpoints = Checkpoints(self.workdir, self.rank, self.world_size, events)
-        if not cfg.resume and self.checkpoints.last.exists():
-            raise ConfigError(f"{self.workdir}: holds a checkpoint from an earlier run; pass --resume to continue "
-                              f"it or choose another --workdir")
-        if Path(cfg.out).exists() and not cfg.overwrite:
-            raise ConfigError(f"{cfg.out}: a model package already exists there (choose another --out or pass "
-                              f"--overwrite)")
         _seed(cfg.seed)
         self.data = TrainingData(cfg)
         self.val_cases = self.data.val_cases
@@ -140,7 +134,7 @@ class _Trainer:
                                    self.workdir / "best.pt", self.events, c.val_overlap, self.fast)
         self.resumable = Resumable(c.method, self.method, self.optimisation, self.labeled_stream,
                                    self.unlabeled_stream, self.validator,
-                                   settings=run_settings(c, data.patch, data.prep.to_dict()))
+                                   settings=run_settings(c, data.patch, data.prep.to_dict()), plan=c.plan)
 
     @property
     def optimizer(self) -> torch.optim.Optimizer:

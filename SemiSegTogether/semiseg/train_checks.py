@@ -16,7 +16,9 @@ from semiseg.ownership import check_model_target, check_new_file, same_file
 def check_train_request(cfg) -> None:
     """ConfigError/DataError/ModelError naming the setting or file, for a TrainConfig that cannot run well."""
     check_train_settings(cfg)
-    check_train_outputs(cfg)
+    from semiseg.distributed import launch_rank
+    if launch_rank() == 0:  # rank 0 owns the outputs: another rank would find the events file it just opened
+        check_train_outputs(cfg)
     from semiseg.datasets import validate_dataset
     validate_dataset(cfg.data)
 

@@ -229,12 +229,13 @@ class Augmentation:
     generator state then fully determines the stream.
     """
 
-    def __init__(self, strength: str = "standard"):
+    def __init__(self, strength: str = "standard", track_meta: bool = False):
         if strength not in AUGMENTATION_STRENGTHS:
             raise ConfigError(
                 f"unknown augmentation strength {strength!r}; choose one of {', '.join(AUGMENTATION_STRENGTHS)}"
             )
         self.strength = strength
+        self.track_meta = track_meta  # True: MONAI's bookkeeping kept, as before (`semiseg.speed --compare`)
         p = {"none": 0.0, "light": 0.15, "standard": 0.2, "strong": 0.35}[strength]
         self.spatial = []
         self.intensity = []
@@ -273,7 +274,7 @@ class Augmentation:
         # MONAI's MetaTensor bookkeeping (an affine per transform, torch.eye and matrix products each time) is
         # half of the augmentation's CPU time and nothing here reads it: off for the call, restored after.
         tracking = get_track_meta()
-        set_track_meta(False)
+        set_track_meta(self.track_meta)
         try:
             return self._apply(data, self._rng if rng is None else rng)
         finally:
@@ -331,10 +332,11 @@ def _axial_turns(t: RandRotate90, shape) -> int:
     return 2 if k % 2 and h != w else k
 
 
-def build_augmentation(strength: str = "standard") -> Augmentation:
+def build_augmentation(strength: str = "standard", track_meta: bool = False) -> Augmentation:
     """Training augmentation: "none" | "light" (flips, axial 90° turns, mild intensity) |
-    "standard" (+ small affine) | "strong" (larger and more frequent)."""
-    return Augmentation(strength)
+    "standard" (+ small affine) | "strong" (larger and more frequent). `track_meta` keeps MONAI's
+    MetaTensor bookkeeping on (slower, same values): only to measure what turning it off saved."""
+    return Augmentation(strength, track_meta)
 
 
 def foreground_voxels(label: np.ndarray, max_per_class: int = 10000) -> dict[int, np.ndarray]:

@@ -12,6 +12,7 @@ Job folder (one per run, under the trainer's work folder):
 `TrainingRunner` runs `semiseg check` and then `semiseg train` (or `train --resume`, same
 --workdir and --out), advanced by `poll()` from a QTimer; Cancel sends SIGTERM to the
 process tree (the engine then saves its last checkpoint) and forces it after a grace period.
+"Check and plan" runs `semiseg check` and, with a time limit, `semiseg plan`, whose plan goes to the log.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from SemiSegTogetherLib.events import EventTail, JobState
 from SemiSegTogetherLib.process import EngineJob, PollResult, startBackgroundProcess
 
 from SemiSegTrainerLib.progress import TrainingProgress
-from SemiSegTrainerLib.settings import TrainingSettings, buildCheckCommand, buildTrainCommand
+from SemiSegTrainerLib.settings import TrainingSettings, buildCheckCommand, buildPlanCommand, buildTrainCommand
 
 JOB_FILE = "job.json"
 CANCEL_GRACE_SECONDS = 60.0  # time to write the last checkpoint after SIGTERM
@@ -168,9 +169,10 @@ class TrainingRunner:
         self.clock = clock
         self.progress = TrainingProgress()
         self.job: Optional[TrainingJobFolder] = None
-        self.stage = None  # "check" | "train"
-        self._check = None
+        self.stage = None  # "check" | "plan" | "train"
+        self._check = None  # the running check or plan process
         self._checkOutput = []
+        self._steps = []  # (stage, command) still to run before training, or before the end of a check
         self._train: Optional[EngineJob] = None
         self._resume = False
         self._checkOnly = False
@@ -193,10 +195,15 @@ class TrainingRunner:
         if resume:
             self._startTrain()
             return
-        self.stage = "check"
+        self._steps = [("check", buildCheckCommand(self.pythonExecutable, job.dataPath))]
+        if checkOnly and job.settings.timeMinutes:  # training prints its plan itself before the first step
+            self._steps.append(("plan", buildPlanCommand(self.pythonExecutable, job.dataPath, job.settings)))
+        self._startNextStep()
+
+    def _startNextStep(self) -> None:
+        self.stage, command = self._steps.pop(0)
         self._checkOutput = []
-        self._check = self.processFactory(buildCheckCommand(self.pythonExecutable, job.dataPath), self.env,
-                                          job.logPath)
+        self._check = self.processFactory(command, self.env, self.job.logPath)
         try:
             self._check.start()
         except OSError as e:
@@ -227,7 +234,7 @@ class TrainingRunner:
     def cancel(self) -> bool:
         if not self.running:
             return False
-        if self.stage == "check":
+        if self.stage in ("check", "plan"):
             self.progress.requestCancel()
             self._check.killTree()
             return True
@@ -236,7 +243,7 @@ class TrainingRunner:
     def poll(self) -> PollResult:
         if not self.running:
             return PollResult()
-        if self.stage == "check":
+        if self.stage in ("check", "plan"):
             result = PollResult(logLines=self._check.readLines())
             self._checkOutput += result.logLines
             code = self._check.poll()
@@ -253,9 +260,13 @@ class TrainingRunner:
                 errors = [line for line in lines if "error" in line.lower()] or lines[-5:]
                 self.progress.state = JobState.FAILED
                 self.progress.returnCode = code
-                self.progress.errorMessage = "the dataset check failed:\n" + "\n".join(errors)
+                what = "the dataset check" if self.stage == "check" else "planning"
+                self.progress.errorMessage = f"{what} failed:\n" + "\n".join(errors)
                 result.finished = True
+            elif self._steps:
+                self._startNextStep()
             elif self._checkOnly:
+                self.progress.planned = self.stage == "plan"
                 self.progress.stage = "checked"
                 self.progress.state = JobState.DONE
                 self.progress.returnCode = 0

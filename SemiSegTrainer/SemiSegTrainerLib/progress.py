@@ -42,6 +42,7 @@ class TrainingProgress(JobProgress):
         self.bestDice = None
         self.device = None
         self.method = None
+        self.planned = False      # a check-only run that also printed `semiseg plan`
 
     def started(self) -> None:
         """The process was launched; it reads the data before the first event."""
@@ -114,7 +115,7 @@ class TrainingProgress(JobProgress):
         if self.state == JobState.CANCELLING:
             return "cancelling: saving the last checkpoint..."
         if self.state == JobState.DONE and self.stage == "checked":
-            return "data check passed"
+            return "data check passed" + ("; the plan is in the log" if self.planned else "")
         if self.state == JobState.DONE:
             text = "done"
             if isinstance(self.bestDice, (int, float)):

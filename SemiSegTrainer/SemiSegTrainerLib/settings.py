@@ -15,6 +15,7 @@ RECOMMENDED_METHOD = "mean-teacher"
 SETTINGS_PREFIX = "SemiSeg/Trainer/"
 DEVICES = ("auto", "cpu", "cuda")
 PER_RUN = ("modelName", "initModel")  # settings that are never remembered between sessions
+MAX_MINUTES = 7 * 24 * 60  # "Train for" up to a week
 
 # What each method does, in a clinician's words; the engine's technical description goes in the tooltip.
 PLAIN_DESCRIPTIONS = {
@@ -89,7 +90,10 @@ def parseOptionValue(text: str):
 @dataclass
 class TrainingSettings:
     method: str = RECOMMENDED_METHOD
-    iterations: int = 2000
+    # "Train for": the engine plans the run to end within this many minutes (`--time`); 0 = `iterations`
+    # below, with the batch sizes and validation interval as set (the CLI's defaults, for the same result).
+    timeMinutes: int = 30
+    iterations: int = 6000
     device: str = "auto"
     patch: Optional[list] = None          # d,h,w in array order; None = the engine picks
     batchLabeled: int = 2
@@ -106,6 +110,8 @@ class TrainingSettings:
         names = [m.name for m in knownMethods] if knownMethods else None
         if names is not None and self.method not in names:
             errors.append(f"unknown method '{self.method}' (choose one of {', '.join(names)})")
+        if not isinstance(self.timeMinutes, int) or not 0 <= self.timeMinutes <= MAX_MINUTES:
+            errors.append(f"the time limit must be 0 (none) to {MAX_MINUTES} minutes")
         if not isinstance(self.iterations, int) or self.iterations < 1:
             errors.append("iterations must be at least 1")
         if self.device not in DEVICES and not str(self.device).startswith("cuda:"):
@@ -132,9 +138,14 @@ class TrainingSettings:
         return errors
 
     def trainArguments(self) -> list:
-        args = ["--method", self.method, "--iterations", str(self.iterations), "--device", self.device,
-                "--batch-labeled", str(self.batchLabeled), "--batch-unlabeled", str(self.batchUnlabeled),
-                "--val-every", str(self.valEvery)]
+        """`semiseg train` settings. With a time limit the planner picks the steps, batches and validation
+        interval; a patch or learning rate typed in Advanced is kept by it."""
+        args = ["--method", self.method, "--device", self.device]
+        if self.timeMinutes:
+            args += ["--time", f"{self.timeMinutes}m"]
+        else:
+            args += ["--iterations", str(self.iterations), "--batch-labeled", str(self.batchLabeled),
+                     "--batch-unlabeled", str(self.batchUnlabeled), "--val-every", str(self.valEvery)]
         if self.patch:
             args += ["--patch", ",".join(str(int(p)) for p in self.patch)]
         if self.learningRate is not None:
@@ -145,6 +156,14 @@ class TrainingSettings:
             args += ["--name", self.modelName]
         if self.initModel:
             args += ["--init", self.initModel]
+        return args
+
+    def planArguments(self) -> list:
+        """`semiseg plan` for the same run (the model's name and parent do not change the plan)."""
+        args = self.trainArguments()
+        for flag in ("--name", "--init"):
+            if flag in args:
+                del args[args.index(flag):args.index(flag) + 2]
         return args
 
     # Remembered between sessions -----------------------------------------------------------
@@ -193,3 +212,8 @@ def buildTrainCommand(pythonExecutable: str, dataPath: str, outPath: str, workDi
 
 def buildCheckCommand(pythonExecutable: str, dataPath: str) -> list:
     return engineCommand(pythonExecutable, "check", [dataPath])
+
+
+def buildPlanCommand(pythonExecutable: str, dataPath: str, settings: TrainingSettings) -> list:
+    """`semiseg plan` printing the plan that `train --time` would follow (only with a time limit)."""
+    return engineCommand(pythonExecutable, "plan", [dataPath, *settings.planArguments()])

@@ -442,10 +442,30 @@ class QListWidgetItem:
 
 class QListWidget(QWidget):
     itemChanged = Signal()
+    itemSelectionChanged = Signal()
 
     def __init__(self, parent=None):
         super().__init__(parent)
-        self._items = []
+        self._items, self._current = [], -1
+
+    @property
+    def currentRow(self):
+        return self._current
+
+    def setCurrentRow(self, row):
+        self._current = row if 0 <= row < len(self._items) else -1
+        self.itemSelectionChanged.emit()
+
+    def currentItem(self):
+        return self.item(self._current)
+
+    def takeItem(self, row):
+        if not 0 <= row < len(self._items):
+            return None
+        item = self._items.pop(row)
+        item.listWidget = None
+        self.setCurrentRow(min(self._current, len(self._items) - 1))
+        return item
 
     @property
     def count(self):
@@ -462,7 +482,7 @@ class QListWidget(QWidget):
     def clear(self):
         for item in self._items:
             item.listWidget = None
-        self._items = []
+        self._items, self._current = [], -1
 
 
 class QTableWidgetItem(QListWidgetItem):
@@ -695,6 +715,10 @@ class QUiLoader:
                 widget.setProperty(name, value)
             elif name in self.SETTABLE:
                 setattr(widget, name, value)
+        if isinstance(widget, QComboBox):  # a combo box's fixed <item>s, as Designer writes them
+            for item in element.findall("item"):
+                widget.addItem(next((_uiPropertyValue(p) for p in item.findall("property")
+                                     if p.get("name") == "text"), ""))
         for child in element:
             self._buildChildren(child, widget)
         return widget

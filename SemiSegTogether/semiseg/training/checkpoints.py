@@ -27,6 +27,7 @@ class Resumable:
     unlabeled_stream: PatchStream | None
     validator: Validator
     settings: dict | None = None  # the settings that shape the weights (resume_settings.run_settings)
+    plan: dict | None = None  # the --time plan the run follows: `train --resume --time` keeps it (plan.resumed_plan)
 
 
 class Checkpoints:
@@ -51,6 +52,7 @@ class Checkpoints:
             "scheduler": opt.scheduler.state_dict(), "scaler": opt.scaler.state_dict(),
             "torch_rng": torch.get_rng_state(), "streams": streams,
             "best": run.validator.best, "history": run.validator.history, "settings": run.settings,
+            "plan": run.plan,
         }
         if self.world_size > 1:
             state["world_size"] = self.world_size
