@@ -185,3 +185,14 @@ def test_resume_with_a_time_budget_refuses_a_run_without_one(tiny_dataset, tmp_p
     capsys.readouterr()
     assert main(["train", "--out", str(tmp_path / "b.semiseg"), "--time", "3m", "--resume", *run]) == 2
     assert "without --time" in capsys.readouterr().err
+
+
+def test_a_time_budget_is_refused_for_several_processes(tiny_dataset, tmp_path, capsys, monkeypatch):
+    """Each process would plan from its own probe, and the ranks could disagree on the settings."""
+    run = ["train", "--data", str(tiny_dataset), "--out", str(tmp_path / "m.semiseg"), "--time", "5m"]
+    assert main([*run, "--gpus", "2"]) == 2
+    assert "plan once" in capsys.readouterr().err
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(run) == 2
+    assert "plan once" in capsys.readouterr().err and not (tmp_path / "m.semiseg").exists()

@@ -160,10 +160,10 @@ def _planned(cfg, args):
     """With --time: the plan for `cfg` (printed to stderr) and the config it gives; a clear error when the budget
     cannot be met."""
     from semiseg.plan import make_plan, parse_duration, parse_memory
-    from semiseg.process import seconds_since_start
+    from semiseg.process import seconds_spent
     _check_before_probing(cfg)
     plan = make_plan(cfg, parse_duration(args.time), memory_mb=parse_memory(args.memory),
-                     fixed=_given_settings(args), spent_seconds=seconds_since_start())
+                     fixed=_given_settings(args), spent_seconds=seconds_spent())
     return plan, plan.apply(cfg)
 
 
@@ -184,11 +184,11 @@ def _with_estimate(cfg):
     from dataclasses import replace
 
     from semiseg.plan import estimate
-    from semiseg.process import seconds_since_start
+    from semiseg.process import seconds_spent
     from semiseg.training.progress import format_duration
     _check_before_probing(cfg)
     try:
-        est = estimate(cfg, spent_seconds=seconds_since_start())
+        est = estimate(cfg, spent_seconds=seconds_spent())
     except (SemiSegError, ValueError, RuntimeError) as exc:  # the run itself reports bad settings clearly
         print(f"semiseg train: no time estimate ({exc})", file=sys.stderr)
         return cfg
@@ -259,6 +259,10 @@ def _launch_torchrun(args) -> int:
 
 def cmd_train(args) -> int:
     from semiseg import distributed
+    if args.time and not args.resume and (distributed.launched_by_torchrun() or (args.gpus or 1) > 1):
+        # Every process would time its own probe and could choose other settings than the rest.
+        raise SemiSegError("--time plans for one process; with several, plan once (`semiseg plan DATA --time ... "
+                           "--json`) and pass its spacing, patch, batch sizes, iterations and n_filters as flags")
     if args.gpus is not None:
         if args.gpus < 1:
             raise SemiSegError("--gpus must be at least 1")
@@ -590,7 +594,9 @@ def _tolerate_narrow_terminals() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     import time
+    from semiseg.process import mark_command_start
     started = time.perf_counter()  # what `predict` reports as wall time: start-up included
+    mark_command_start()
     _tolerate_narrow_terminals()
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -18,3 +18,25 @@ def seconds_since_start() -> float:
         return max(0.0, uptime - started)
     except (OSError, ValueError, IndexError):
         return time.perf_counter() - _IMPORTED
+
+
+# A process that lived this much longer than its command (a test run or a notebook calling `main()`) counts a
+# budget from the command's start; a fresh `semiseg` process counts its interpreter start-up too.
+LONG_LIVED_SECONDS = 60.0
+_command_started: float | None = None
+
+
+def mark_command_start() -> None:
+    """Called by the CLI's `main()`."""
+    global _command_started
+    _command_started = time.perf_counter()
+
+
+def seconds_spent() -> float:
+    """What a `--time` budget has used so far: since the process started, or since the command began in a
+    process that had been running long before it."""
+    age = seconds_since_start()
+    if _command_started is None:
+        return age
+    command = time.perf_counter() - _command_started
+    return age if age - command < LONG_LIVED_SECONDS else command

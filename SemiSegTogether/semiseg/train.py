@@ -28,11 +28,12 @@ from semiseg.errors import ConfigError
 from semiseg.events import EventWriter
 from semiseg.finetune import ParentModel
 from semiseg.methods import build_method
-from semiseg.process import seconds_since_start
+from semiseg.process import seconds_spent
 from semiseg.sampling import PatchStream
 from semiseg.training.checkpoints import Checkpoints, Resumable
 from semiseg.training.config import OPTIMIZERS, SCHEDULES, Cancelled, TrainConfig, TrainResult, validate_config
 from semiseg.training.data import TrainingData, auto_patch, method_context
+from semiseg.training.deadline import Deadline
 from semiseg.training.distribution import wrap_distributed
 from semiseg.training.optimisation import Optimisation
 from semiseg.prepare import split_validation
@@ -147,7 +148,7 @@ class _Trainer:
         if c.resume:
             start_it, elapsed_before = self.checkpoints.restore(self.resumable, self.device)
         # The ETA before the first step: the plan's prediction (`semiseg plan`), less what has passed since.
-        eta = _planned(c.plan, "total") - seconds_since_start() if c.plan and not c.resume else None
+        eta = _planned(c.plan, "total") - seconds_spent() if c.plan and not c.resume else None
         self.events.emit("start", total_iterations=c.iterations, start_iteration=start_it, method=c.method,
                          eta_seconds=eta, budget_seconds=(c.plan or {}).get("budget_seconds"),
                          device=str(self.device), patch=data.patch, labeled=len(data.train_cases),
@@ -169,6 +170,7 @@ class _Trainer:
         last_dice = None
         self.step_seconds = 0.0
         self.loss_curve = LossCurve()
+        self.deadline = Deadline.from_plan(c.plan, elapsed_before)
         try:
             for it in range(start_it, c.iterations):
                 step_start = time.perf_counter()
@@ -177,7 +179,8 @@ class _Trainer:
                 self.step_seconds += seconds
                 done = it + 1
                 self.loss_curve.record(done, losses)
-                validating = bool(data.val_cases) and (done % c.val_every == 0 or done == c.iterations)
+                last = done == c.iterations or self._out_of_time(progress, seconds)
+                validating = bool(data.val_cases) and (done % c.val_every == 0 or last)
                 progress.stepped(done, seconds, losses, self.optimisation.lr, validating)
                 after_step = time.perf_counter()
                 if validating:
@@ -188,13 +191,18 @@ class _Trainer:
                     # A signal may reach the ranks in different iterations: stop together or not at all.
                     flag = torch.tensor([int(self._cancel)], device=self.device)
                     self._cancel = bool(distributed.all_reduce_max(flag)[0])
-                if done % ckpt_every == 0 or done == c.iterations or self._cancel:
+                if done % ckpt_every == 0 or last or self._cancel:
                     self.checkpoints.save(self.resumable, done, time.perf_counter() - t0)
                 if validating:
                     progress.validated(last_dice, time.perf_counter() - after_step)
                 if self._cancel:
                     raise Cancelled(f"cancelled at iteration {done}; the last checkpoint is in {self.workdir} "
                                     f"(continue with --resume)")
+                if last and done < c.iterations:
+                    self.deadline.stopped_at = done
+                    self.events.emit("deadline", iteration=done, total_iterations=c.iterations,
+                                     budget_seconds=self.deadline.budget)
+                    break
         finally:
             progress.close()
             for sig, handler in previous.items():
@@ -203,9 +211,26 @@ class _Trainer:
         result = self._finish(seconds, last_dice) if self.is_main else None
         distributed.barrier()
         if not self.is_main:
-            result = TrainResult(Path(c.out), None, c.iterations, seconds, None, None, None,
+            result = TrainResult(Path(c.out), None, self.trained_iterations, seconds, None, None, None,
                                  peak_memory_mb(self.device), [], self.step_seconds)
         return result
+
+    @property
+    def trained_iterations(self) -> int:
+        stopped = self.deadline.stopped_at if self.deadline is not None else None
+        return stopped if stopped is not None else self.cfg.iterations
+
+    def _out_of_time(self, progress: Progress, seconds: float) -> bool:
+        """With a --time budget: whether the next step would leave too little time for the final validation and
+        the export (rank 0 decides, every rank follows)."""
+        if self.deadline is None:
+            return False
+        mean_step = (progress.step_total + seconds) / (progress.steps + 1)
+        late = self.is_main and not self.deadline.next_step_fits(mean_step, progress.validation_seconds,
+                                                                 bool(self.data.val_cases))
+        if self.world_size > 1:
+            late = bool(distributed.all_reduce_max(torch.tensor([int(late)], device=self.device))[0])
+        return late
 
     def _on_signal(self, signum, frame) -> None:
         # Finish the current iteration, write the checkpoint, then stop: Cancel keeps the work done.
@@ -227,7 +252,7 @@ class _Trainer:
             "method": {"name": c.method, "options": self.method.opts},
             "data": {"dataset": data.dataset.name, "labeled": len(data.train_cases),
                      "validation": len(data.val_cases), "unlabeled": len(data.unlabeled_cases)},
-            "training": {"iterations": c.iterations, "seconds": round(seconds, 1), "device": str(self.device),
+            "training": {"iterations": self.trained_iterations, "seconds": round(seconds, 1), "device": str(self.device),
                          "peak_memory_mb": round(peak, 1), "seed": c.seed, "batch_labeled": c.batch_labeled,
                          "batch_unlabeled": c.batch_unlabeled, "optimizer": self.optimisation.opt_name,
                          "schedule": self.optimisation.schedule, "amp": self.amp, "world_size": self.world_size,
@@ -237,6 +262,8 @@ class _Trainer:
             card["parent"] = self.parent.card()
         if c.plan is not None:
             card["plan"] = c.plan
+        if self.deadline is not None and self.deadline.stopped_at is not None:
+            card["training"].update(self.deadline.card(c.iterations))
         if self.validator.inference_cost:
             first_val = split_validation(data.dataset.training, c.val_cases)[1][0]
             card["inference"] = {**self.validator.inference_cost, **measure_prediction(
@@ -245,7 +272,7 @@ class _Trainer:
         write_curves(c.out, self.loss_curve, self.validator.history, title=f"{card['name']}: {c.method}")
         self.events.emit("done", model=str(c.out), seconds=seconds, best_dice=best["dice"],
                          best_iteration=best["iteration"], last_dice=last_dice)
-        return TrainResult(Path(c.out), last_model if data.val_cases else None, c.iterations, seconds,
+        return TrainResult(Path(c.out), last_model if data.val_cases else None, self.trained_iterations, seconds,
                            best["dice"], best["iteration"], last_dice, peak, self.validator.history,
                            self.step_seconds)
 

@@ -43,6 +43,7 @@ class TrainingProgress(JobProgress):
         self.device = None
         self.method = None
         self.planned = False      # a check-only run that also printed `semiseg plan`
+        self.stoppedEarly = None  # (iteration, planned iterations): training ended early to keep the time limit
 
     def started(self) -> None:
         """The process was launched; it reads the data before the first event."""
@@ -90,6 +91,9 @@ class TrainingProgress(JobProgress):
             else:
                 self.lastCheckpoint = event.get("path")
                 self.checkpointIteration = event.get("iteration")
+        elif kind == "deadline":
+            self.stoppedEarly = (int(event.get("iteration") or 0), int(event.get("total_iterations") or 0))
+            self.totalIterations = self.stoppedEarly[0] or self.totalIterations
         elif kind == "done":
             self.modelPath = event.get("model")
             self.bestDice = event.get("best_dice")
@@ -120,6 +124,8 @@ class TrainingProgress(JobProgress):
             text = "done"
             if isinstance(self.bestDice, (int, float)):
                 text += f", best validation Dice {self.bestDice:.3f}"
+            if self.stoppedEarly:
+                text += " (stopped at iteration {0} of {1} planned, to keep the time limit)".format(*self.stoppedEarly)
             return text
         if self.state == JobState.FAILED:
             return f"failed: {self.errorMessage}"

@@ -1,0 +1,41 @@
+"""`train --time`: the budget is kept even when the machine slows down after the plan was made.
+
+The plan fixes the iteration count from a timing probe. When other work then takes the cores, the steps get
+slower and the planned iterations no longer fit (measured: 1.96× the budget at 15 minutes). The deadline
+ends training early, after the last step that still leaves time for a final validation and the export, and
+the model card says where it stopped. A faster machine than planned is not stretched: the run ends early.
+"""
+
+from __future__ import annotations
+
+from semiseg import process
+
+
+class Deadline:
+    def __init__(self, budget_seconds: float, export_seconds: float, validation_seconds: float,
+                 spent_before: float = 0.0, clock=None):
+        """`spent_before`: training seconds of the run's earlier parts (a resume); `validation_seconds`: the
+        plan's time for one validation pass, until one has been measured."""
+        self.budget, self.export, self.validation = budget_seconds, export_seconds, validation_seconds
+        self.spent_before, self.clock = spent_before, clock or process.seconds_spent
+        self.stopped_at: int | None = None
+
+    @classmethod
+    def from_plan(cls, plan: dict | None, spent_before: float = 0.0) -> "Deadline | None":
+        """None without a budget (a run of given settings, whose estimate is only shown)."""
+        if not plan or not plan.get("budget_seconds"):
+            return None
+        predicted = plan.get("predicted") or {}
+        per_validation = float(predicted.get("validation") or 0.0) / max(int(predicted.get("validations") or 1), 1)
+        return cls(float(plan["budget_seconds"]), float(predicted.get("export") or 0.0), per_validation,
+                   spent_before)
+
+    def next_step_fits(self, mean_step_seconds: float, validation_seconds: float | None, validates: bool) -> bool:
+        """Whether one more step, then the final validation (when there are validation cases) and the export,
+        end within the budget."""
+        final = (validation_seconds if validation_seconds is not None else self.validation) if validates else 0.0
+        return self.spent_before + self.clock() + mean_step_seconds + final + self.export <= self.budget
+
+    def card(self, planned_iterations: int) -> dict:
+        return {"stopped_early": {"iteration": self.stopped_at, "planned_iterations": planned_iterations,
+                                  "reason": "the time budget: the steps ran slower than the plan's probe"}}

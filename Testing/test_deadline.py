@@ -1,0 +1,51 @@
+"""`train --time` keeps its budget when the steps get slower than the plan's probe: training stops early, after
+the last step that leaves time for the final validation and the export. Clocks are fakes: no wall time here."""
+
+from __future__ import annotations
+
+from semiseg import process
+from semiseg.events import read_events
+from semiseg.model import read_manifest
+from semiseg.train import TrainConfig, train
+from semiseg.training.deadline import Deadline
+
+
+def test_the_next_step_fits_only_with_room_for_the_final_validation_and_the_export():
+    now = [100.0]
+    d = Deadline(budget_seconds=130, export_seconds=10, validation_seconds=5, clock=lambda: now[0])
+    assert d.next_step_fits(mean_step_seconds=10, validation_seconds=None, validates=True)  # 100+10+5+10 = 125
+    assert not d.next_step_fits(mean_step_seconds=10, validation_seconds=12, validates=True)  # measured: 132
+    assert d.next_step_fits(mean_step_seconds=10, validation_seconds=12, validates=False)  # no validation cases
+    d.spent_before = 10  # a resumed run: its earlier parts count against the budget
+    assert not d.next_step_fits(mean_step_seconds=10, validation_seconds=None, validates=True)  # 135
+    assert Deadline.from_plan(None) is None and Deadline.from_plan({"budget_seconds": None}) is None
+    planned = Deadline.from_plan({"budget_seconds": 600, "predicted": {"export": 7, "validation": 30,
+                                                                         "validations": 3}})
+    assert (planned.budget, planned.export, planned.validation) == (600, 7, 10)
+
+
+def test_a_slower_machine_than_planned_stops_at_the_budget_and_says_so(tiny_dataset, tmp_path, monkeypatch):
+    ticks = iter(range(0, 100000, 10))  # every check: 10 s later than the one before
+    monkeypatch.setattr(process, "seconds_spent", lambda: next(ticks))
+    plan = {"budget_seconds": 45, "predicted": {"export": 0, "validation": 0, "validations": 1}}
+    cfg = TrainConfig(data=str(tiny_dataset), out=str(tmp_path / "m.semiseg"), method="supervised", iterations=20,
+                      patch=[16, 16, 16], method_options={"n_filters": 4}, device="cpu", val_every=100, plan=plan,
+                      events=str(tmp_path / "events.jsonl"), workdir=str(tmp_path / "work"), progress=False)
+    result = train(cfg)
+    # Checks at 0, 10, ..., 40 s leave room for one more step; at 50 s the next one would end past 45 s.
+    assert result.iterations == 6
+    training = read_manifest(tmp_path / "m.semiseg")["training"]
+    assert training["iterations"] == 6
+    assert training["stopped_early"]["iteration"] == 6 and training["stopped_early"]["planned_iterations"] == 20
+    events = read_events(tmp_path / "events.jsonl")
+    assert [e["iteration"] for e in events if e["event"] == "deadline"] == [6]
+    assert [e["iteration"] for e in events if e["event"] == "validation"] == [6]  # the final validation ran
+
+
+def test_a_run_without_a_budget_never_stops_early(tiny_dataset, tmp_path, monkeypatch):
+    monkeypatch.setattr(process, "seconds_spent", lambda: 1e9)  # "late", but there is no budget to be late for
+    cfg = TrainConfig(data=str(tiny_dataset), out=str(tmp_path / "m.semiseg"), method="supervised", iterations=3,
+                      patch=[16, 16, 16], method_options={"n_filters": 4}, device="cpu", progress=False,
+                      plan={"budget_seconds": None, "predicted": {}}, workdir=str(tmp_path / "work"))
+    assert train(cfg).iterations == 3
+    assert "stopped_early" not in read_manifest(tmp_path / "m.semiseg")["training"]
