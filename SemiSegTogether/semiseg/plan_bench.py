@@ -81,6 +81,8 @@ def run_one(data: Path, method: str, budget: str, device: str, work: Path) -> di
     record.update(plan={k: plan[k] for k in ("spacing", "patch", "batch_labeled", "batch_unlabeled", "options",
                                              "iterations", "val_every", "threads", "predicted", "peak_memory_mb")},
                   planned_seconds=plan["predicted"]["total"], train_seconds=card["training"]["seconds"],
+                  trained_iterations=card["training"]["iterations"],
+                  stopped_early=card["training"].get("stopped_early"),
                   peak_memory_mb=card["training"]["peak_memory_mb"],
                   validation=card["metrics"]["validation"], eta=_eta_track(read_events(events), wall))
     record["test"] = _test_dice(model, data, device, work / "predictions" / tag)
@@ -133,11 +135,13 @@ def report(runs: list[dict], title: str, command: str) -> str:
             continue
         p = r["plan"]
         spacing = "native" if p["spacing"] is None else "×".join(f"{v:.2g}" for v in p["spacing"])
+        iterations = str(p["iterations"]) if not r.get("stopped_early") else \
+            f"{r['trained_iterations']} of {p['iterations']} (stopped at the budget)"
         lines.append(
             f"| {r['budget']} | {r['method']} | {format_duration(r['planned_seconds'])} | "
             f"{format_duration(r['wall_seconds'])} | {r['wall_seconds'] / r['planned_seconds']:.2f} | "
             f"{100 * r['test']['dice_mean']:.1f} | {spacing} | {'×'.join(map(str, p['patch']))} | "
-            f"{p['options'].get('n_filters', '-')} | {p['iterations']} | {p['predicted']['step_seconds']:.2f} | "
+            f"{p['options'].get('n_filters', '-')} | {iterations} | {p['predicted']['step_seconds']:.2f} | "
             f"{p['threads'] or '-'} | {load_text} |")
     failed = [r for r in runs if r["exit_code"] != 0]
     for r in failed:
