@@ -27,7 +27,3 @@ def resolve_device(name: str = "auto") -> torch.device:
         return torch.device("cpu")
     raise ConfigError(f"--device {name}: expected auto, cpu, cuda, cuda:N or mps")
 
-
-def amp_enabled(device: torch.device, requested: bool = True) -> bool:
-    """Mixed precision only on CUDA (CPU autocast is slow for 3D convs and changes numerics)."""
-    return bool(requested) and device.type == "cuda"
