@@ -370,6 +370,19 @@ def test_training_progress_curves_eta_and_done():
     assert progress.formatDuration(3725) == "1 h 02 min" and progress.formatDuration(None) == "?"
 
 
+def test_training_progress_says_when_the_time_limit_stopped_training_early():
+    p = progress.TrainingProgress()
+    p.started()
+    for e in trainEvents(total=10, cancelAt=6):
+        p.apply(e)
+    p.apply({"event": "deadline", "iteration": 6, "total_iterations": 10, "budget_seconds": 60})
+    p.apply({"event": "done", "model": "/m/x.semiseg", "seconds": 55.0, "best_dice": 0.3})
+    p.finished(0)
+    assert p.percent() == 100 and p.stoppedEarly == (6, 10)
+    assert p.statusText() == "done, best validation Dice 0.300 (stopped at iteration 6 of 10 planned, to keep the " \
+                             "time limit)"
+
+
 def test_training_progress_failure_and_cancel():
     p = progress.TrainingProgress()
     p.started()
