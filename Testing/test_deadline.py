@@ -6,7 +6,7 @@ from __future__ import annotations
 from semiseg import process
 from semiseg.events import read_events
 from semiseg.model import read_manifest
-from semiseg.train import TrainConfig, train
+from semiseg.train import TrainConfig, _Trainer, train
 from semiseg.training.deadline import Deadline
 
 
@@ -25,8 +25,10 @@ def test_the_next_step_fits_only_with_room_for_the_final_validation_and_the_expo
 
 
 def test_a_slower_machine_than_planned_stops_at_the_budget_and_says_so(tiny_dataset, tmp_path, monkeypatch):
-    ticks = iter(range(0, 100000, 10))  # every check: 10 s later than the one before
-    monkeypatch.setattr(process, "seconds_spent", lambda: next(ticks))
+    steps = []  # every optimiser step takes "10 s"
+    original = _Trainer._step
+    monkeypatch.setattr(_Trainer, "_step", lambda self, it: (steps.append(it), original(self, it))[1])
+    monkeypatch.setattr(process, "seconds_spent", lambda: 10.0 * (len(steps) - 1))
     plan = {"budget_seconds": 45, "predicted": {"export": 0, "validation": 0, "validations": 1}}
     cfg = TrainConfig(data=str(tiny_dataset), out=str(tmp_path / "m.semiseg"), method="supervised", iterations=20,
                       patch=[16, 16, 16], method_options={"n_filters": 4}, device="cpu", val_every=100, plan=plan,
@@ -40,6 +42,9 @@ def test_a_slower_machine_than_planned_stops_at_the_budget_and_says_so(tiny_data
     events = read_events(tmp_path / "events.jsonl")
     assert [e["iteration"] for e in events if e["event"] == "deadline"] == [6]
     assert [e["iteration"] for e in events if e["event"] == "validation"] == [6]  # the final validation ran
+    # The ETA never promises more than the budget leaves (here 45 s less the "time" spent).
+    etas = {e["iteration"]: e["eta_seconds"] for e in events if e["event"] == "iteration"}
+    assert etas[1] <= 45 and etas[5] <= 5
 
 
 def test_a_run_without_a_budget_never_stops_early(tiny_dataset, tmp_path, monkeypatch):

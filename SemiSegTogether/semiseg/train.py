@@ -164,13 +164,13 @@ class _Trainer:
         previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
         for sig in previous:
             signal.signal(sig, self._on_signal)
+        self.deadline = Deadline.from_plan(c.plan, elapsed_before)
         progress = Progress(self.events, c.iterations, start_it, c.val_every, bool(data.val_cases), c.event_seconds,
                             c.progress and self.is_main, c.method, export_seconds=_planned(c.plan, "export"),
-                            planned_eta=eta)
+                            planned_eta=eta, deadline=self.deadline)
         last_dice = None
         self.step_seconds = 0.0
         self.loss_curve = LossCurve()
-        self.deadline = Deadline.from_plan(c.plan, elapsed_before)
         try:
             for it in range(start_it, c.iterations):
                 step_start = time.perf_counter()

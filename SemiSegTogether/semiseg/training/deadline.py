@@ -36,6 +36,10 @@ class Deadline:
         final = (validation_seconds if validation_seconds is not None else self.validation) if validates else 0.0
         return self.spent_before + self.clock() + mean_step_seconds + final + self.export <= self.budget
 
+    def seconds_left(self) -> float:
+        """Of the budget: what a progress ETA may not exceed (training stops in time for the export)."""
+        return max(0.0, self.budget - self.spent_before - self.clock())
+
     def card(self, planned_iterations: int) -> dict:
         return {"stopped_early": {"iteration": self.stopped_at, "planned_iterations": planned_iterations,
                                   "reason": "the time budget: the steps ran slower than the plan's probe"}}

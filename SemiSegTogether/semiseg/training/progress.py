@@ -35,7 +35,7 @@ class Progress:
 
     def __init__(self, events: EventWriter, total: int, start: int, val_every: int, has_validation: bool,
                  event_seconds: float, show: bool, desc: str, export_seconds: float = 0.0,
-                 planned_eta: float | None = None):
+                 planned_eta: float | None = None, deadline=None):
         self.events, self.total, self.start, self.val_every = events, total, start, val_every
         self.has_validation, self.event_seconds, self.export_seconds = has_validation, event_seconds, export_seconds
         self.step_total, self.steps = 0.0, 0
@@ -43,6 +43,7 @@ class Progress:
         self.dice: float | None = None
         self._last_event = -float("inf")
         self.planned_eta = planned_eta  # shown until the first step is measured
+        self.deadline = deadline  # with --time: training ends by then at the latest (training.deadline)
         self.bar = tqdm(total=total, initial=start, disable=not show, file=sys.stderr, desc=desc,
                         dynamic_ncols=True, unit="it", bar_format=BAR_FORMAT)
         if planned_eta is not None:
@@ -58,7 +59,8 @@ class Progress:
             return self.planned_eta
         eta = (self.total - done) * self.step_total / self.steps
         eta += self.remaining_validations(done) * (self.validation_seconds or 0.0)
-        return eta + (self.export_seconds if done < self.total else 0.0)
+        eta += self.export_seconds if done < self.total else 0.0
+        return min(eta, self.deadline.seconds_left()) if self.deadline is not None else eta
 
     def stepped(self, done: int, seconds: float, losses: dict[str, float], lr: float, validating: bool) -> None:
         """After an optimiser step; emits an event when one is due (a validation is about to follow: due)."""
