@@ -111,7 +111,8 @@ def profile_method(name: str, patch: list[int], width: int, batch_labeled: int =
     step_cpu = sum(cpu_seconds.values())
     net_seconds = net_share_fb * (seconds["forward"] + seconds["backward"])
     net_cpu = net_share_fb * (cpu_seconds["forward"] + cpu_seconds["backward"])
-    out = {"method": name, "variant": "before" if before else "after", "patch": patch, "width": width, "batch": [batch_labeled, batch_unlabeled],
+    out = {"method": name, "variant": "before" if before else "after", "patch": patch, "width": width,
+           "batch": [batch_labeled, batch_unlabeled],
            "threads": torch.get_num_threads(), "phases": seconds, "phases_cpu": cpu_seconds, "step_seconds": step,
            "step_cpu_seconds": step_cpu, "network_seconds": net_seconds, "network_share": net_seconds / step,
            "overhead_share": 1 - net_seconds / step, "flops_per_step": flops,
