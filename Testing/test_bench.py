@@ -12,8 +12,19 @@ from semiseg.errors import ConfigError
 from semiseg.evaluate import evaluate_folder
 
 
+@pytest.fixture(scope="module", autouse=True)
+def runs_in_this_process():
+    """Each run is trained in this process, not a spawned one (which costs an import of torch and MONAI per run;
+    test_bench_paths keeps the spawned path)."""
+    import semiseg.bench as bench_module
+    patch = pytest.MonkeyPatch()
+    patch.setattr(bench_module, "in_fresh_process", lambda fn, *args: fn(*args))
+    yield
+    patch.undo()
+
+
 @pytest.fixture(scope="module")
-def bench_run(tiny_dataset, tmp_path_factory):
+def bench_run(tiny_dataset, tmp_path_factory, runs_in_this_process):
     root = tmp_path_factory.mktemp("bench")
     settings = BenchSettings(data=tiny_dataset, name="tiny", methods=["supervised", "mean-teacher"], seeds=[0, 1],
                              profile="smoke", out=root / "docs", workdir=root / "work", device="cpu",
@@ -140,3 +151,30 @@ def test_peer_runs_are_reported_beside_the_methods(bench_run, tmp_path):
     with pytest.raises(ConfigError, match="not a `semiseg peer` result"):
         bench(replace(settings, out=tmp_path / "docs2", resume=True, methods=["supervised"],
                       peers=[tmp_path / "bad.json"]))
+
+
+def test_a_stopped_benchmark_keeps_a_partial_report_that_resume_completes(tiny_dataset, tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    import semiseg.bench as bench_module
+    real = bench_module._run_one
+
+    def stopped_at_seed_5(s, p, ds, variant, method, options, seed, *rest):
+        if seed == 5:
+            raise KeyboardInterrupt
+        return real(s, p, ds, variant, method, options, seed, *rest)
+
+    monkeypatch.setattr(bench_module, "_run_one", stopped_at_seed_5)
+    settings = BenchSettings(data=tiny_dataset, name="partial", methods=["supervised"], seeds=[0, 5], profile="smoke",
+                             out=tmp_path / "docs", workdir=tmp_path / "work", device="cpu", progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        bench(settings)
+    report = tmp_path / "docs" / "partial" / "report.md"
+    assert "**Partial: 1 of 2 runs finished**" in report.read_text(encoding="utf-8")
+    # --resume may rewrite its own earlier report (no --overwrite needed) and reuses the finished run.
+    done = bench(replace(settings, seeds=[0], resume=True))
+    assert "Partial" not in done.read_text(encoding="utf-8")
+    assert json.loads((done.parent / "results.json").read_text(encoding="utf-8"))["finished_runs"] == [1, 1]
+    (done.parent / "notes.txt").write_text("the user's own file", encoding="utf-8")
+    with pytest.raises(ConfigError, match="not empty"):
+        bench(replace(settings, seeds=[0], resume=True))

@@ -76,6 +76,8 @@ def tiny(argv: list[str]) -> list[str]:
         settings = {"--iterations": "2"}
     if command == "bench":
         settings = {"--profile": "smoke", "--seeds": "0"}
+        if "--time" in argv:  # a budget of minutes per run; test_bench_budget covers --time
+            del argv[argv.index("--time"):argv.index("--time") + 2]
     if "--device" in known:
         settings["--device"] = "cpu"
     for option, value in settings.items():

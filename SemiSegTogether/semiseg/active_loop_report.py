@@ -63,9 +63,9 @@ def goals(table: dict) -> list[str]:
 
 
 def figure(table: dict, path: Path) -> Path:
-    import matplotlib
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from semiseg.figures import save_figure  # sets the headless backend
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
     for strategy, marker in zip(ORDER, "osd"):
         rows = table.get(strategy, {})
@@ -84,11 +84,7 @@ def figure(table: dict, path: Path) -> Path:
         ax.grid(alpha=0.3)
         ax.set_xticks(sorted({k for rows in table.values() for k in rows}))
     left.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def write_report(results: list[dict], out: Path, settings: dict) -> Path:

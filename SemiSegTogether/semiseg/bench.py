@@ -8,6 +8,9 @@ each seed's mean over test cases, plus time, speed and memory, and the figures.
 Unless `--no-twins`, every semi-supervised variant runs beside its supervised twin (the same variant with
 `unlabeled=false`: same network, options, optimiser and schedule, no unlabeled term) and the plain
 supervised baseline, and the report opens with the paired gain (method − twin, seed by seed).
+
+With `--time T` every run trains for a wall-time budget as `semiseg train --time T` does, and a twin on its
+method's plan (semiseg.bench_budget).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import torch
 
 from semiseg import __version__
 from semiseg.atomic import atomic_path
+from semiseg.bench_budget import INHERITED, planned_settings, plan_and_train, with_inherited
 from semiseg.datasets import read_channels, validate_dataset
 from semiseg.devices import resolve_device
 from semiseg.errors import ConfigError
@@ -75,6 +79,7 @@ class BenchSettings:
     workdir: Path | None = None  # None: OUT/NAME/runs
     device: str = "auto"
     iterations: int | None = None
+    time_seconds: float | None = None  # --time: each run planned for this wall time (the profile's grid unused)
     lcc: bool = False
     options: dict | None = None
     overwrite: bool = False
@@ -97,12 +102,16 @@ class BenchSettings:
 
 def run_bench(args) -> Path:
     """Entry from the CLI (argparse namespace)."""
+    from semiseg.plan import parse_duration
+    if args.time and args.iterations:
+        raise ConfigError("--time and --iterations: give one (with --time the planner chooses the iterations)")
     settings = BenchSettings(
         data=Path(args.data), name=args.name, methods=split_methods(args.methods),
         seeds=[int(s) for s in args.seeds.split(",") if s], profile=args.profile,
         out=Path(args.out) if args.out else None,
         workdir=Path(args.workdir) if args.workdir else None, device=args.device, iterations=args.iterations,
-        lcc=args.lcc, overwrite=args.overwrite, resume=args.resume, progress=not args.quiet,
+        time_seconds=parse_duration(args.time) if args.time else None, lcc=args.lcc, overwrite=args.overwrite,
+        resume=args.resume, progress=not args.quiet,
         command="semiseg " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
         options=parse_variant(":" + ",".join(args.option or []))[1], twins=not args.no_twins,
         peers=[Path(f) for f in args.peer or []])
@@ -119,7 +128,8 @@ def bench(s: BenchSettings) -> Path:
             raise ConfigError(f"{path}: {what} would go inside the source tree {tree} by default; run the benchmark "
                               f"from another folder, or name the place on purpose with --out (report) and "
                               f"--workdir (models, checkpoints, predictions)")
-    if report_dir.exists() and any(report_dir.iterdir()) and not s.overwrite:
+    if report_dir.exists() and any(report_dir.iterdir()) and not s.overwrite and \
+            not (s.resume and _earlier_report(report_dir, s.name)):
         raise ConfigError(f"{report_dir}: exists and is not empty (pass --overwrite or choose another --name)")
     if work.exists() and any(work.iterdir()) and not (s.overwrite or s.resume):
         raise ConfigError(f"{work}: exists and is not empty (pass --resume to reuse its finished runs, "
@@ -139,22 +149,48 @@ def bench(s: BenchSettings) -> Path:
         cls = method_class(method)
         options = {**{k: v for k, v in p["options"].items() if k in cls.defaults}, **own}
         todo += [(variant, method, options, seed) for seed in s.seeds]
+    if not todo:
+        raise ConfigError("--methods: no method to run")
     clock = RunClock(len(todo))
+    method_of = {twin_of(v): v for v in s.methods if twin_of(v)}
     for variant, method, options, seed in todo:
         if s.progress:
             print(f"semiseg bench: {clock.line(f'{variant} seed {seed}')}", file=sys.stderr, flush=True)
         run_start = time.perf_counter()
-        run, reused = _cached_run(s, p, ds, variant, method, options, seed, device, work)
+        inherited = _inherited(s, runs, method_of.get(variant), seed)
+        run, reused = _cached_run(s, p, ds, variant, method, options, seed, device, work, inherited)
         clock.finished(time.perf_counter() - run_start, reused)
         runs.append(run)
-    runs += peer_runs
-    s = replace(s, methods=[*s.methods, *dict.fromkeys(r["method"] for r in peer_runs)])
-    results = _aggregate(s, p, ds, runs, device, time.perf_counter() - started)
+        if not reused or len(runs) == len(todo):
+            report = _write_report(s, p, ds, runs, peer_runs, len(todo), device, time.perf_counter() - started,
+                                   report_dir)
+    return report
+
+
+def _write_report(s, p, ds, runs, peer_runs, total_runs, device, seconds, report_dir) -> Path:
+    """The report of the runs finished so far, rewritten after each run, so that a benchmark of hours can be read
+    (and committed) while it goes on, and one that was stopped keeps what it finished."""
+    done = [m for m in s.methods if any(r["method"] == m for r in runs)]
+    s = replace(s, methods=[*done, *dict.fromkeys(r["method"] for r in peer_runs)])
+    results = _aggregate(s, p, ds, runs + peer_runs, device, seconds)
+    results["finished_runs"] = [len(runs), total_runs]
     report_dir.mkdir(parents=True, exist_ok=True)
-    (report_dir / "results.json").write_text(json.dumps(_clean(results), indent=2) + "\n", encoding="utf-8")
-    _figures(report_dir, ds, runs, s)
-    (report_dir / "report.md").write_text(_report(results), encoding="utf-8")
+    _figures(report_dir, ds, runs + peer_runs, s)
+    with atomic_path(report_dir / "results.json", ".json") as tmp:
+        tmp.write_text(json.dumps(_clean(results), indent=2) + "\n", encoding="utf-8")
+    with atomic_path(report_dir / "report.md", ".md") as tmp:
+        tmp.write_text(_report(results), encoding="utf-8")
     return report_dir / "report.md"
+
+
+def _earlier_report(report_dir: Path, name: str) -> bool:
+    """Whether the folder holds only an earlier report of this benchmark (what --resume may rewrite)."""
+    try:
+        results = json.loads((report_dir / "results.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    ours = all(f.name in ("report.md", "results.json") or f.suffix == ".png" for f in report_dir.iterdir())
+    return ours and isinstance(results, dict) and results.get("name") == name and "engine_version" in results
 
 
 def source_tree(path: Path) -> Path | None:
@@ -236,18 +272,28 @@ def parse_variant(spec: str) -> tuple[str, dict]:
     return method, options
 
 
-def _cached_run(s, p, ds, variant, method, options, seed, device, work) -> tuple[dict, bool]:
+def _inherited(s: BenchSettings, runs: list[dict], method_variant: str | None, seed: int) -> dict | None:
+    """With --time, what a twin takes from its method's run of the same seed (which runs before it)."""
+    if s.time_seconds is None or method_variant is None:
+        return None
+    run = next(r for r in runs if r["method"] == method_variant and r["seed"] == seed)
+    return {k: run["plan"][k] for k in INHERITED}
+
+
+def _cached_run(s, p, ds, variant, method, options, seed, device, work, inherited) -> tuple[dict, bool]:
     """A finished run of the same settings is reused under --resume (each run's results are written as
     soon as it ends, so an interrupted benchmark loses at most the run in progress)."""
     key = {"data": str(Path(s.data).resolve()), "profile": {k: v for k, v in p.items() if k != "options"},
            "method": method, "options": options, "seed": seed, "lcc": s.lcc, "device": str(device),
            "engine_version": __version__}
+    if s.time_seconds is not None:
+        key.update(time_seconds=s.time_seconds, inherited=inherited)
     record = work / "runs" / f"{slug(variant)}-s{seed}.json"
     if s.resume and record.exists():
         saved = json.loads(record.read_text(encoding="utf-8"))
         if saved.get("key") == json.loads(json.dumps(key)):
             return saved["run"], True
-    run = _run_one(s, p, ds, variant, method, options, seed, device, work)
+    run = _run_one(s, p, ds, variant, method, options, seed, device, work, inherited)
     record.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(record, ".json") as tmp:
         tmp.write_text(json.dumps(_clean({"key": key, "run": run}), indent=2) + "\n", encoding="utf-8")
@@ -263,7 +309,7 @@ def _read_peer(path: Path) -> list[dict]:
     return runs
 
 
-def _run_one(s, p, ds, variant, method, options, seed, device, work) -> dict:
+def _run_one(s, p, ds, variant, method, options, seed, device, work, inherited) -> dict:
     tag = f"{slug(variant)}-s{seed}"
     model = work / "models" / f"{tag}.semiseg"
     # Anything left by an unfinished run of this tag is ours to replace: it starts again from scratch.
@@ -277,13 +323,19 @@ def _run_one(s, p, ds, variant, method, options, seed, device, work) -> dict:
                       device=str(device), val_every=p["val_every"], export_last=True,
                       workdir=str(work / "checkpoints" / tag), events=str(work / "logs" / f"{tag}.jsonl"),
                       progress=s.progress)
-    result = train_in_fresh_process(cfg)
+    if s.time_seconds is None:
+        result = in_fresh_process(train, cfg)
+    else:
+        cfg, fixed = with_inherited(cfg, inherited)
+        result = in_fresh_process(plan_and_train, cfg, s.time_seconds, fixed)
     run = {"method": variant, "seed": seed, "options": options, "train_seconds": result.seconds,
            "iterations": result.iterations,
            "iterations_per_second": result.iterations / max(result.step_seconds, 1e-9),
            "peak_memory_mb": result.peak_memory_mb, "best_iteration": result.best_iteration,
            "best_validation_dice": result.best_dice, "last_validation_dice": result.last_dice,
            "validation_curve": [(h["iteration"], h["dice"]) for h in result.history], "checkpoints": {}}
+    if s.time_seconds is not None:
+        run["plan"] = planned_settings(result.model)
     models = {"best": result.model, "last": result.last_model or result.model}
     for ckpt, path in models.items():
         net, manifest = load_model(path, device)
@@ -302,14 +354,14 @@ def _run_one(s, p, ds, variant, method, options, seed, device, work) -> dict:
     return run
 
 
-def train_in_fresh_process(cfg: TrainConfig):
+def in_fresh_process(fn, *args):
     """Each run in its own spawned process: its peak memory is its own (a process's peak resident memory
-    never goes down), and no state leaks from one run into the next."""
+    never goes down), no state leaks from one run into the next, and a --time budget counts from its start."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(train, cfg).result()
+        return pool.submit(fn, *args).result()
 
 
 def _seed_means(runs: list[dict], ckpt: str, key: str) -> list[float]:
@@ -334,6 +386,7 @@ def _aggregate(s, p, ds, runs, device, seconds) -> dict:
         row = {ckpt: {k: _mean_std(_seed_means(mruns, ckpt, k)) for k in METRICS} for ckpt in CHECKPOINTS}
         row["train_seconds"] = _mean_std([r["train_seconds"] for r in mruns])
         row["iterations_per_second"] = _mean_std([r["iterations_per_second"] for r in mruns])
+        row["iterations"] = _mean_std([r["iterations"] for r in mruns])
         row["peak_memory_mb"] = _mean_std([r["peak_memory_mb"] for r in mruns])
         row["infer_seconds_per_volume"] = _mean_std([r["checkpoints"]["best"]["infer_seconds_per_volume"]
                                                      for r in mruns])
@@ -347,7 +400,7 @@ def _aggregate(s, p, ds, runs, device, seconds) -> dict:
         "name": s.name, "engine_version": __version__, "command": s.command, "profile": s.profile,
         "dataset": {"path": str(s.data), "name": ds.name, "labeled": len(ds.training) - n_val, "validation": n_val,
                     "unlabeled": len(ds.unlabeled), "test": len(ds.test), "labels": ds.foreground_labels},
-        "protocol": {**{k: v for k, v in p.items()}, "seeds": s.seeds, "lcc": s.lcc,
+        "protocol": {**{k: v for k, v in p.items()}, "seeds": s.seeds, "lcc": s.lcc, "time_seconds": s.time_seconds,
                      "checkpoint_rule": "best = highest mean validation Dice on labeled cases held out from "
                                         "training (never the test split); last = final iteration",
                      "device": device_text, "torch": torch.__version__},
@@ -405,6 +458,48 @@ def _paired_lines(paired: list[dict]) -> list[str]:
     return lines + [""]
 
 
+def _partial_lines(r: dict) -> list[str]:
+    done, total = r.get("finished_runs", (0, 0))
+    if done >= total:
+        return []
+    return [f"**Partial: {done} of {total} runs finished** (the benchmark is running or was stopped; the same "
+            f"command with `--resume` continues it). Methods without runs yet are not in the tables.", ""]
+
+
+def _settings_line(r: dict, spacing: str) -> str:
+    p = r["protocol"]
+    if p.get("time_seconds"):
+        return (f"- Budget: every run is `semiseg train --time {_time_flag(p['time_seconds'])}` on this machine "
+                f"(planning included): the planner chose each method's spacing, patch, batch, width, iterations "
+                f"and validation interval; each twin took its method's spacing, patch, batch and width (same seed) "
+                f"and was planned only for iterations (the plans are under Plans). Method options "
+                f"{p['options'] or 'defaults'}.")
+    return (f"- Profile `{r['profile']}`: resampled to {spacing}; patch (d, h, w) {p['patch']}; {p['iterations']} "
+            f"iterations, batch {p['batch_labeled']} labeled + {p['batch_unlabeled']} unlabeled; validation every "
+            f"{p['val_every']} iterations; method options {p['options'] or 'defaults'}.")
+
+
+def _time_flag(seconds: float) -> str:
+    """A budget as `--time` takes it: 600 → '10m', 90 → '90s'."""
+    return f"{seconds / 60:g}m" if seconds % 60 == 0 else f"{seconds:g}s"
+
+
+def _plan_lines(runs: list[dict]) -> list[str]:
+    """With --time: what each run was planned with and what it did."""
+    planned = [r for r in runs if r.get("plan")]
+    if not planned:
+        return []
+    lines = ["## Plans", "", "| method | seed | spacing mm | patch | batch | width | iterations (planned) | "
+             "s / step (probe) | training min |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in planned:
+        q = r["plan"]
+        spacing = "native" if q["spacing"] is None else "×".join(f"{v:.2g}" for v in q["spacing"])
+        lines.append(f"| {r['method']} | {r['seed']} | {spacing} | {'×'.join(map(str, q['patch']))} | "
+                     f"{q['batch_labeled']} + {q['batch_unlabeled']} | {q['n_filters'] or '-'} | {r['iterations']} "
+                     f"({q['iterations']}) | {q['step_seconds']:.2f} | {r['train_seconds'] / 60:.1f} |")
+    return lines + [""]
+
+
 def _fmt(ms: dict, scale: float = 1.0, digits: int = 1) -> str:
     if ms["mean"] != ms["mean"]:
         return "n/a"
@@ -418,14 +513,13 @@ def _report(r: dict) -> str:
         f"# Benchmark: {r['name']}", "",
         f"Produced by `{r['command']}` (engine {r['engine_version']}, torch {p['torch']}), "
         f"{r['total_seconds'] / 60:.1f} min in all.", "",
+        *_partial_lines(r),
         *_paired_lines(r.get("paired", [])),
         "## Protocol", "",
         f"- Data: `{d['path']}` ({d['name']}): {d['labeled']} labeled for training + {d['validation']} labeled "
         f"held out for validation, {d['unlabeled']} unlabeled, {d['test']} test cases; labels "
         f"{', '.join(d['labels'])}.",
-        f"- Profile `{r['profile']}`: resampled to {spacing}; patch (d, h, w) {p['patch']}; {p['iterations']} "
-        f"iterations, batch {p['batch_labeled']} labeled + {p['batch_unlabeled']} unlabeled; validation every "
-        f"{p['val_every']} iterations; method options {p['options'] or 'defaults'}.",
+        _settings_line(r, spacing),
         f"- Checkpoints: {p['checkpoint_rule']}.",
         f"- Inference: sliding window, overlap {p['overlap']}, Gaussian blending, on each image's own grid; "
         f"post-processing: {'largest connected component' if p['lcc'] else 'none'}.",
@@ -443,15 +537,17 @@ def _report(r: dict) -> str:
             lines.append(f"| {method} | {ckpt} | {_fmt(m['dice'], 100)} | {_fmt(m['jaccard'], 100)} | "
                          f"{_fmt(m['hd95_mm'])} | {_fmt(m['asd_mm'])} | {_fmt(m['hd95_vox'])} | "
                          f"{_fmt(m['asd_vox'])} |")
-    lines += ["", "| method | training min | iterations / s | peak memory MB | inference s / volume |",
-              "|---|---|---|---|---|"]
+    lines += ["", "| method | training min | iterations | iterations / s | peak memory MB | inference s / volume |",
+              "|---|---|---|---|---|---|"]
     for method, row in r["methods"].items():
-        lines.append(f"| {method} | {_fmt(row['train_seconds'], 1 / 60)} | "
+        iterations = _fmt(row["iterations"], digits=0) if "iterations" in row else "n/a"
+        lines.append(f"| {method} | {_fmt(row['train_seconds'], 1 / 60)} | {iterations} | "
                      f"{_fmt(row['iterations_per_second'], digits=2)} | {_fmt(row['peak_memory_mb'], digits=0)} | "
                      f"{_fmt(row['infer_seconds_per_volume'], digits=2)} |")
     lines += ["", "Training minutes include validation and checkpoints; iterations / s counts optimiser steps "
               "alone. Peak memory is the training process's peak resident memory on CPU (it includes the "
               "cached, preprocessed dataset) and the peak allocated GPU memory on CUDA.", "",
+              *_plan_lines(r["runs"]),
               "## Figures", "", "![per-case Dice](dice_boxplot.png)", "", "![validation Dice](validation_curves.png)",
               ""]
     for method in r["methods"]:

@@ -544,6 +544,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cpu-lite: coarse spacing, small patch, 2 CPU cores; paper: the LA protocol, for a GPU; "
                         "synthetic: the built-in phantoms on a CPU; smoke: a few iterations, for tests")
     p.add_argument("--iterations", type=int, help="override the profile's iterations")
+    p.add_argument("--time", help="a wall-time budget per run, e.g. 10m: each run trains as `train --time` does "
+                                  "(planned on this machine) and each twin on its method's spacing, patch, batch "
+                                  "and width; replaces the profile's grid and iterations")
     p.add_argument("--device", default="auto")
     p.add_argument("--lcc", action="store_true", help="largest-connected-component post-processing")
     p.add_argument("--option", action="append", metavar="KEY=VALUE",

@@ -12,7 +12,20 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from semiseg.atomic import atomic_path  # noqa: E402
+
 COLORS = ["#e6194b", "#3cb44b", "#ffe119", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6"]
+
+
+def save_figure(fig, path: Path, dpi: int = 110, rect=None) -> Path:
+    """Lay out, write atomically (a reader never sees half a PNG) and free the figure."""
+    fig.tight_layout(rect=rect)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path, ".png") as tmp:
+        fig.savefig(tmp, dpi=dpi, format="png")
+    plt.close(fig)
+    return path
 
 
 def dice_boxplot(per_method: dict[str, list[float]], path: Path, title: str = "Per-case Dice (test)") -> Path:
@@ -23,11 +36,7 @@ def dice_boxplot(per_method: dict[str, list[float]], path: Path, title: str = "P
     ax.set_ylabel("Dice (%)")
     ax.set_title(title, fontsize=10)
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def validation_curves(curves: dict[str, list[list[tuple[int, float]]]], path: Path) -> Path:
@@ -43,17 +52,12 @@ def validation_curves(curves: dict[str, list[list[tuple[int, float]]]], path: Pa
     ax.set_ylabel("validation Dice (%)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def training_curves(losses: list[tuple[int, dict[str, float]]], validation: list[tuple[int, float]],
                     path: Path, title: str = "") -> Path:
     """The losses (left) and the validation Dice (right) of one training run against the iterations."""
-    from semiseg.atomic import atomic_path
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(9.0, 3.4))
     names = sorted({k for _, values in losses for k in values}, key=lambda k: (k != "total", k))
@@ -76,8 +80,4 @@ def training_curves(losses: list[tuple[int, dict[str, float]]], validation: list
     right.grid(alpha=0.3)
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    with atomic_path(Path(path), ".png") as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path, dpi=100)

@@ -20,7 +20,7 @@ from matplotlib.colors import ListedColormap  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
-from semiseg.atomic import atomic_path  # noqa: E402
+from semiseg.figures import save_figure  # noqa: E402
 
 # Saturated, mutually distinct and far from grey: red, cyan, yellow, magenta, green, orange, blue, lime.
 LABEL_COLORS = ["#ff2d2d", "#00e5ff", "#ffd500", "#ff3df2", "#2ee64d", "#ff8c00", "#3d7bff", "#b6ff00"]
@@ -116,9 +116,4 @@ def overlay_planes(image: np.ndarray, path: Path, names: dict[int, str], views: 
     fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=7, frameon=False)
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
-    path = Path(path)
-    with atomic_path(path, ".png") as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100, rect=(0, 0.06, 1, 1))

@@ -27,14 +27,8 @@ import numpy as np
 from semiseg.atomic import atomic_path
 from semiseg.events import _clean, read_events
 from semiseg.plan import parse_duration
+from semiseg.process import load_average
 from semiseg.training.progress import format_duration
-
-
-def load_average() -> float:
-    try:
-        return float(Path("/proc/loadavg").read_text(encoding="utf-8").split()[0])
-    except (OSError, ValueError, IndexError):
-        return float("nan")
 
 
 class LoadSampler:

@@ -40,3 +40,11 @@ def seconds_spent() -> float:
         return age
     command = time.perf_counter() - _command_started
     return age if age - command < LONG_LIVED_SECONDS else command
+
+
+def load_average() -> float:
+    """The 1-minute load average (NaN where the system does not say): other work on the cores changes speed."""
+    try:
+        return float(Path("/proc/loadavg").read_text(encoding="utf-8").split()[0])
+    except (OSError, ValueError, IndexError):
+        return float("nan")

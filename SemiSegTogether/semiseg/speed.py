@@ -28,6 +28,7 @@ from semiseg.fastpaths import FastPaths
 from semiseg.infer import sliding_window_probabilities
 from semiseg.methods import MethodContext, build_method
 from semiseg.probe import _random_cases
+from semiseg.process import load_average
 from semiseg.sampling import PatchStream
 from semiseg.training.config import TrainConfig
 from semiseg.training.optimisation import Optimisation
@@ -181,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     variants = (True, False) if args.compare else (False,)
     rows = [profile_method(m, patch, args.width, iterations=args.iterations, val_shape=val_shape, before=b)
             for m in args.methods.split(",") if m for b in variants]
-    result = {"peak": cpu_peak_gflops(), "load_average": _load_average(), "rows": rows}
+    load = load_average()
+    result = {"peak": cpu_peak_gflops(), "load_average": load if load == load else None, "rows": rows}
     if args.out:
         write_report(result, Path(args.out))
     if args.json:
@@ -193,13 +195,6 @@ def main(argv: list[str] | None = None) -> int:
               f"{100 * r['network_share']:.0f} %; network {r['gflops_per_second_network']:.1f} GFLOP/s "
               f"({r['gflops_per_cpu_second_network']:.1f} per CPU second) of {result['peak']['gflops']:.0f} peak")
     return 0
-
-
-def _load_average() -> float | None:
-    try:
-        return float(Path("/proc/loadavg").read_text(encoding="utf-8").split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 def write_report(result: dict, out: Path) -> None:
