@@ -98,6 +98,10 @@ def test_twins_are_added_once_and_only_where_there_is_an_unlabeled_term():
     assert twin_of("versemi:stage1_fraction=1.0") is None and twin_of("mean-teacher:unlabeled=false") is None
     assert with_twins(["versemi", "versemi:unlabeled=false", "supervised"]) == [
         "supervised", "versemi", "versemi:unlabeled=false"]
+    assert with_twins(["mean-teacher:unlabeled=false", "mean-teacher"]) == [
+        "supervised", "mean-teacher", "mean-teacher:unlabeled=false"]
+    assert with_twins(["mean-teacher:unlabeled=false", "supervised", "mean-teacher", "ad"], add=False) == [
+        "supervised", "mean-teacher", "mean-teacher:unlabeled=false", "ad"]
 
 
 def test_validation_never_uses_the_test_split(bench_run):

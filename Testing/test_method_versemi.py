@@ -164,6 +164,52 @@ def test_labeled_mix_targets_union_and_task_specific_regions():
     assert torch.isfinite(l_spec) and 0 <= float(l_spec.detach()) <= 1
 
 
+def _mix_with(m, batch, seed=3):
+    """labeled_mix's (L_syn, L_spec) with the prompted logits and cube it used."""
+    captured = []
+    real = m.prompt
+    m.prompt = lambda image, tasks: captured.append((image, tasks)) or real(image, tasks)
+    torch.manual_seed(seed)
+    losses = m.labeled_mix(batch["image"], batch["label"], batch["task"], 0.5, True)
+    torch.manual_seed(seed)
+    keep = cutmix_box((1, *SH), 0.5)
+    with torch.no_grad():
+        logits = m.net(*captured[0])
+    return losses, captured, logits, keep
+
+
+@pytest.mark.parametrize("region", ["image", "own", "off"])
+def test_specific_region_scores_each_task_where_its_labels_hold(region):
+    # One pair of different tasks: a (task 0, outside the cube) and b (task 1, inside it).
+    torch.manual_seed(0)
+    m = method(specific_region=region)
+    b = two_task_batch(2)
+    (l_syn, l_spec), calls, logits, keep = _mix_with(m, b)
+    if region == "off":
+        assert float(l_spec) == 0 and calls[0][1].tolist() == [[2]]      # only the synthetic prompt is run
+        return
+    loc_a = m.local_labels(b["label"][[0]], torch.tensor([0])) * keep.long()
+    loc_b = m.local_labels(b["label"][[1]], torch.tensor([1])) * (1 - keep.long())
+    p_a, p_b = logits[:, 1].softmax(1)[:, 1], logits[:, 2].softmax(1)[:, 1]
+    if region == "own":   # the other case's region is not scored: it may hold this task's structures unlabeled
+        p_a, p_b = p_a * keep, p_b * (1 - keep)
+    expected = (dice_loss(p_a, loc_a == 1) + dice_loss(p_b, loc_b == 1)) / 2
+    assert torch.isclose(l_spec, expected, atol=1e-5)
+
+
+def test_specific_region_own_is_the_reference_when_both_cases_share_a_task():
+    b = two_task_batch(4)
+    b["task"] = torch.zeros(4, dtype=torch.long)
+    b["label"] = (b["label"] > 0).long()
+    spec = {}
+    for region in ("image", "own"):
+        torch.manual_seed(0)
+        (_, spec[region]), *_ = _mix_with(method(specific_region=region), b)
+    assert torch.isclose(spec["image"], spec["own"], atol=1e-6)
+    with pytest.raises(ConfigError, match="specific_region"):
+        method(specific_region="cube")
+
+
 # -- stage 2: aggregated prediction vs synthetic task ------------------------------------------------
 
 def test_aggregated_prediction_is_the_max_over_task_heads():

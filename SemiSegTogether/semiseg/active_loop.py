@@ -193,10 +193,11 @@ def machine_line(device: str) -> str:
     import platform
 
     import torch
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+
+    from semiseg.process import load_average
     return (f"Machine: {os.cpu_count()} {platform.machine()} cores, device {device}, torch {torch.__version__}, "
-            f"{torch.get_num_threads()} thread(s) per process, shared with other jobs (load average {load:.0f} "
-            f"when the report was written): wall times are those of a loaded machine.")
+            f"{torch.get_num_threads()} thread(s) per process, load average {load_average():.1f} when this "
+            f"process started.")
 
 
 def load_results(workdir: Path) -> list[dict]:

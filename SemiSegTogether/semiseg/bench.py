@@ -135,8 +135,7 @@ def bench(s: BenchSettings) -> Path:
         raise ConfigError(f"{work}: exists and is not empty (pass --resume to reuse its finished runs, "
                           f"--overwrite to start again, or choose another --name)")
     device = resolve_device(s.device)
-    if s.twins:
-        s = replace(s, methods=with_twins(s.methods))
+    s = replace(s, methods=with_twins(s.methods, add=s.twins))
     ds, _ = validate_dataset(s.data)  # check's rules, before any run
     if not any(c.label is not None for c in ds.test):
         raise ConfigError(f"{s.data}: the test split has no labels to evaluate against")
@@ -249,11 +248,16 @@ def twin_of(variant: str) -> str | None:
     return f"{variant},unlabeled=false" if own else f"{variant}:unlabeled=false"
 
 
-def with_twins(variants: list[str]) -> list[str]:
-    """Plain supervised first, then each variant followed by its twin (each once)."""
-    out = ["supervised"] if any(twin_of(v) for v in variants) else []
+def with_twins(variants: list[str], add: bool = True) -> list[str]:
+    """Plain supervised first, then each variant followed by its twin (each once); with `add` false, only the
+    twins listed. A twin always runs after its method, even when listed before it: under --time it takes its
+    method's planned grid, patch and batches."""
+    twins = {twin_of(v) for v in variants}
+    out = ["supervised"] if add and any(twins - {None}) else []
     for v in variants:
-        out += [x for x in (v, twin_of(v)) if x and x not in out]
+        if v in twins:
+            continue  # placed right after its method
+        out += [x for x in (v, twin_of(v)) if x and x not in out and (add or x in variants)]
     return out
 
 

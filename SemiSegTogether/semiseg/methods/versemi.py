@@ -9,7 +9,8 @@ Stage 1 (labeled, every iteration):
     L_syn  = Dice of the synthetic task on a CutMix of two labeled cases (a outside the cube,
              b inside) against the union of both foregrounds;
     L_spec = task-specific Dice on the same mix: a's task against a's labels outside the cube,
-             b's task against b's labels inside it (the mixed label when both share a task).
+             b's task against b's labels inside it (the mixed label when both share a task);
+             `specific_region` says where each task's prediction is scored (see its help).
     L = L_sup + L_syn + L_spec
 Stage 2 (after `stage1_fraction` of the iterations), the paper's unlabeled consistency:
     L_sup as above; L_syn_sup = L_syn with a random box ratio in `mask_ratio_range`;
@@ -30,6 +31,7 @@ from semiseg.methods.base import Method
 from semiseg.nets import build_network
 
 DICE_EPS = 1e-5
+SPECIFIC_REGIONS = ("image", "own", "off")
 
 
 def dice_loss(score: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -71,7 +73,7 @@ class VerSemi(Method):
     defaults = {
         "n_filters": 16, "head_channels": 8, "last_skip": False, "released_head": False,
         "stage1_fraction": 0.5, "mask_ratio": 2 / 3, "mask_ratio_range": [0.3, 0.6],
-        "detach_aggregate": False, "cube_mask": "label", "task_balanced": False,
+        "detach_aggregate": False, "cube_mask": "label", "task_balanced": False, "specific_region": "image",
     }
     option_help = {
         "n_filters": "V-Net width (reference 16)",
@@ -88,6 +90,10 @@ class VerSemi(Method):
                      "code's (B,1,D,H,W)·(B,D,H,W) broadcast to (B,B,D,H,W))",
         "task_balanced": "sample labeled cases so that every task is equally frequent (read by the sampler; the "
                          "reference samples at random)",
+        "specific_region": "where L_spec scores each task's prediction on a mix of two tasks' cases: image (the "
+                           "reference: the whole mix, the other case's region as background) | own (only the region "
+                           "whose labels belong to that task: for data where every task's structures appear in "
+                           "every image, unlabeled) | off (no L_spec). One task: all three but off are the same",
     }
     # Adam lr 1e-3, betas (0.5, 0.999), no weight decay, constant learning rate (train.py of the reference).
     preferred_optimizer = {"optimizer": "adam", "lr": 1e-3, "betas": [0.5, 0.999], "weight_decay": 0.0,
@@ -102,6 +108,9 @@ class VerSemi(Method):
         if not 0 < lo <= hi <= 1 or not 0 < float(o["mask_ratio"]) <= 1:
             raise ConfigError(f"versemi: mask ratios must lie in (0, 1], got mask_ratio={o['mask_ratio']}, "
                               f"mask_ratio_range={o['mask_ratio_range']}")
+        if o["specific_region"] not in SPECIFIC_REGIONS:
+            raise ConfigError(f"versemi: specific_region must be one of {', '.join(SPECIFIC_REGIONS)}, "
+                              f"got {o['specific_region']!r}")
         if o["cube_mask"] not in ("label", "released"):
             raise ConfigError(f"versemi: cube_mask must be 'label' or 'released', got {o['cube_mask']!r}")
         task_classes = [list(map(int, c)) for c in context.task_classes] or [list(range(1, context.n_classes))]
@@ -182,9 +191,11 @@ class VerSemi(Method):
         union = fg_a * keep + fg_b * (1 - keep)
         ta, tb = task[a], task[b]
         syn = torch.full_like(ta, self.synthetic)
-        if not with_specific:
+        region = self.opts["specific_region"]
+        if not with_specific or region == "off":
             logits = self.prompt(img_mix, syn[:, None])
-            return dice_loss(logits[:, 0].softmax(1)[:, 1], union), None
+            l_syn = dice_loss(logits[:, 0].softmax(1)[:, 1], union)
+            return l_syn, (None if not with_specific else torch.zeros_like(l_syn))
         logits = self.prompt(img_mix, torch.stack([syn, ta, tb], 1))
         l_syn = dice_loss(logits[:, 0].softmax(1)[:, 1], union)
         loc_a, loc_b = self.local_labels(label[a], ta), self.local_labels(label[b], tb)
@@ -194,8 +205,14 @@ class VerSemi(Method):
         same = (ta == tb).view(-1, *[1] * (keep.ndim - 1))
         spec_a = torch.where(same, mixed, spec_a)
         spec_b = torch.where(same, mixed, spec_b)
-        l_a = task_dice_loss(logits[:, 1].softmax(1), spec_a, self.prompt_channels[ta])
-        l_b = task_dice_loss(logits[:, 2].softmax(1), spec_b, self.prompt_channels[tb])
+        probs_a, probs_b = logits[:, 1].softmax(1), logits[:, 2].softmax(1)
+        if region == "own":
+            # The other case's region may hold this task's structures unlabeled: score only where the labels are
+            # this task's (everywhere when both cases share the task).
+            probs_a = probs_a * torch.where(same, torch.ones_like(keep), keep)[:, None]
+            probs_b = probs_b * torch.where(same, torch.ones_like(keep), 1 - keep)[:, None]
+        l_a = task_dice_loss(probs_a, spec_a, self.prompt_channels[ta])
+        l_b = task_dice_loss(probs_b, spec_b, self.prompt_channels[tb])
         return l_syn, (l_a + l_b) / 2
 
     def aggregate(self, task_logits: torch.Tensor) -> torch.Tensor:
