@@ -75,3 +75,44 @@ def test_peer_without_nnunet_is_a_clear_error(tiny_dataset, tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "pip install -e '.[peers]'" in err and "Traceback" not in err
     assert not (tmp_path / "w").exists()
+
+
+def test_peer_run_passes_its_own_plans_to_every_nnunet_command(two_task, tmp_path, monkeypatch):
+    """The orchestration with nnU-Net's commands stood in for: a perfect 'prediction' (the truth) is written
+    where nnUNetv2_predict would write it, so the scoring path is the real one."""
+    import argparse
+
+    from semiseg import peer_nnunet
+
+    ds = load_dataset(two_task)
+    values = [0, *sorted(ds.foreground_labels.values())]
+    lut = np.zeros(max(values) + 1, dtype=np.uint8)
+    lut[values] = np.arange(len(values))
+    commands = []
+
+    def fake_run(command, env, log):
+        commands.append(command)
+        if command[0] == "nnUNetv2_predict":
+            out = command[command.index("-o") + 1]
+            for case in ds.test:
+                truth = read_label(case.label)
+                write_volume(truth.with_array(lut[truth.array]), f"{out}/{case.id}.nii.gz")
+        return 1.0
+
+    monkeypatch.setattr(shutil, "which", lambda name: f"/bin/{name}")
+    monkeypatch.setattr(peer_nnunet, "_run", fake_run)
+    args = argparse.Namespace(data=str(two_task), work=str(tmp_path / "w"), out=str(tmp_path / "peer.json"),
+                              epochs=1, configuration="3d_fullres", dataset_id=9, seeds="0", device="cpu",
+                              workers=1, overwrite=False, target_spacing=2.0)
+    result = json.loads(peer_nnunet.run_peer_nnunet(args).read_text(encoding="utf-8"))
+    plan, train, predict = commands
+    assert plan[plan.index("-overwrite_target_spacing") + 1:][:3] == ["2", "2", "2"]
+    name = plan[plan.index("-overwrite_plans_name") + 1]
+    assert train[train.index("-p") + 1] == name == predict[predict.index("-p") + 1]
+    run = result["runs"][0]
+    assert run["method"] == "nnunet-v2 (nnUNetTrainer_1epoch, 3d_fullres, 2 mm)"
+    assert all(c["dice"] == 1.0 for c in run["checkpoints"]["last"]["cases"].values())
+    # Without --target-spacing nnU-Net plans its own spacing and no plans name is passed.
+    assert peer_nnunet.plans(None)[:2] == ([], [])
+    with pytest.raises(ConfigError, match="target-spacing"):
+        peer_nnunet.plans(0.0)

@@ -574,6 +574,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="nnU-Net trainer length in epochs of 250 iterations: 1, 5, 10, 20, 50, 100, 250, 500, 750 or "
                         "1000 (its default); pick the one whose time matches the methods' (default 1)")
     p.add_argument("--configuration", default="3d_fullres", help="nnU-Net configuration (default 3d_fullres)")
+    p.add_argument("--target-spacing", type=float, metavar="MM",
+                   help="nnU-Net's own -overwrite_target_spacing, isotropic, under plans of their own (default: the "
+                        "spacing nnU-Net plans; bench's CPU plans use 2-3 mm)")
     p.add_argument("--dataset-id", type=int, default=501, help="nnU-Net dataset id, 1-999 (default 501)")
     p.add_argument("--seeds", default="0", help="independent repeats, named like bench seeds (default 0)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "mps"])

@@ -33,6 +33,22 @@ EPOCH_TRAINERS = {1: "nnUNetTrainer_1epoch", 5: "nnUNetTrainer_5epochs", 10: "nn
 COMMANDS = ("nnUNetv2_plan_and_preprocess", "nnUNetv2_train", "nnUNetv2_predict")
 
 
+def plans(target_spacing: float | None) -> tuple[list[str], list[str], str]:
+    """(planning flags, the flags that name the plans to train and predict with, a label for the report).
+
+    nnU-Net plans the LA images at their own 0.625 mm: one patch of 96×128×192 voxels, far beyond a CPU's
+    minutes. `target_spacing` is nnU-Net's own `-overwrite_target_spacing`, saved under its own plans name so
+    that the default plans stay as they are; nnU-Net still chooses the patch, batch, network and
+    normalisation, and resamples its predictions back to each image's grid."""
+    if target_spacing is None:
+        return [], [], "its own spacing"
+    if not target_spacing > 0:
+        raise ConfigError(f"--target-spacing {target_spacing:g}: must be a positive number of millimetres")
+    name = f"nnUNetPlans_{target_spacing:g}mm".replace(".", "p")
+    return (["-overwrite_target_spacing", *[f"{target_spacing:g}"] * 3, "-overwrite_plans_name", name],
+            ["-p", name], f"{target_spacing:g} mm")
+
+
 def _run(command: list[str], env: dict, log: Path) -> float:
     """Run one nnU-Net command, its output appended to `log`; returns its wall time in seconds."""
     start = time.perf_counter()
@@ -57,6 +73,7 @@ def run_peer_nnunet(args) -> Path:
     if out.exists() and not args.overwrite:
         raise ConfigError(f"{out}: exists (pass --overwrite or choose another --out)")
     trainer, config = EPOCH_TRAINERS[args.epochs], args.configuration
+    plan_flags, plans_flags, grid = plans(getattr(args, "target_spacing", None))
     name = nnunet_name(args.dataset_id, ds.name)
     raw = work / "nnUNet_raw"
     if not (raw / name / "dataset.json").is_file():
@@ -66,25 +83,26 @@ def run_peer_nnunet(args) -> Path:
     env = {**os.environ, "nnUNet_raw": str(raw), "nnUNet_preprocessed": str(work / "nnUNet_preprocessed"),
            "nnUNet_n_proc_DA": str(args.workers)}
     plan_seconds = _run(["nnUNetv2_plan_and_preprocess", "-d", str(args.dataset_id), "-c", config,
-                         "--verify_dataset_integrity", "-np", str(args.workers)], env, log)
+                         "--verify_dataset_integrity", "-np", str(args.workers), *plan_flags], env, log)
     runs = []
     for seed in [int(s) for s in args.seeds.split(",") if s]:
         # nnU-Net takes no seed: each "seed" is an independent repeat with its own results folder.
         env_seed = {**env, "nnUNet_results": str(work / f"nnUNet_results-s{seed}")}
-        train_seconds = _run(["nnUNetv2_train", str(args.dataset_id), config, "all", "-tr", trainer,
+        train_seconds = _run(["nnUNetv2_train", str(args.dataset_id), config, "all", "-tr", trainer, *plans_flags,
                               "-device", args.device], env_seed, log)
         raw_pred = work / "predictions-raw" / f"s{seed}"
         shutil.rmtree(raw_pred, ignore_errors=True)
         infer_seconds = _run(["nnUNetv2_predict", "-i", str(raw / name / "imagesTs"), "-o", str(raw_pred),
                               "-d", str(args.dataset_id), "-c", config, "-f", "all", "-tr", trainer,
-                              "-device", args.device], env_seed, log)
+                              *plans_flags, "-device", args.device], env_seed, log)
         pred_dir = from_nnunet_predictions(ds, raw_pred, work / "predictions" / f"s{seed}")
         metrics = evaluate_folder(pred_dir, Path(args.data), split="test")
         scored = {"predictions": str(pred_dir), "infer_seconds_per_volume": infer_seconds / max(1, len(ds.test)),
                   "cases": {cid: m["mean"] for cid, m in metrics["cases"].items()},
                   "per_label": {cid: {k: v for k, v in m.items() if k != "mean"}
                                 for cid, m in metrics["cases"].items()}}
-        runs.append({"method": f"nnunet-v2 ({trainer}, {config})", "seed": seed, "options": {"peer": "nnunetv2"},
+        runs.append({"method": f"nnunet-v2 ({trainer}, {config}, {grid})", "seed": seed,
+                     "options": {"peer": "nnunetv2", "target_spacing": getattr(args, "target_spacing", None)},
                      "train_seconds": train_seconds, "plan_seconds": plan_seconds,
                      "iterations": args.epochs * 250, "iterations_per_second": float("nan"),
                      "peak_memory_mb": float("nan"), "best_iteration": None, "best_validation_dice": None,
@@ -102,4 +120,4 @@ def run_peer_nnunet(args) -> Path:
     return out
 
 
-__all__ = ["run_peer_nnunet", "EPOCH_TRAINERS"]
+__all__ = ["run_peer_nnunet", "EPOCH_TRAINERS", "plans"]
