@@ -31,6 +31,7 @@ import torch
 from semiseg import __version__
 from semiseg.atomic import atomic_path
 from semiseg.bench_budget import INHERITED, planned_settings, plan_and_train, with_inherited
+from semiseg.bench_pool import pool_figure, pool_lines
 from semiseg.datasets import read_channels, validate_dataset
 from semiseg.devices import resolve_device
 from semiseg.errors import ConfigError
@@ -44,6 +45,7 @@ from semiseg.model import load_model
 from semiseg.overlays import overlay_planes
 from semiseg.predict_cases import prediction_name
 from semiseg.train import TrainConfig, train
+from semiseg.training.pool_quality import with_pool_truth
 
 # Settings per profile; command-line flags override them.
 PROFILES: dict[str, dict] = {
@@ -88,6 +90,7 @@ class BenchSettings:
     command: str = ""
     twins: bool = True
     peers: list[Path] | None = None  # JSON files written by `semiseg peer`
+    pool_truth: Path | None = None  # labels of the unlabeled cases: the pseudo-label measurement only
 
     def profile_settings(self) -> dict:
         if self.profile not in PROFILES:
@@ -114,7 +117,7 @@ def run_bench(args) -> Path:
         resume=args.resume, progress=not args.quiet,
         command="semiseg " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
         options=parse_variant(":" + ",".join(args.option or []))[1], twins=not args.no_twins,
-        peers=[Path(f) for f in args.peer or []])
+        peers=[Path(f) for f in args.peer or []], pool_truth=Path(args.pool_truth) if args.pool_truth else None)
     return bench(settings)
 
 
@@ -137,6 +140,8 @@ def bench(s: BenchSettings) -> Path:
     device = resolve_device(s.device)
     s = replace(s, methods=with_twins(s.methods, add=s.twins))
     ds, _ = validate_dataset(s.data)  # check's rules, before any run
+    if s.pool_truth is not None:
+        with_pool_truth(ds.unlabeled, s.pool_truth)  # every pool case has its label, before any run
     if not any(c.label is not None for c in ds.test):
         raise ConfigError(f"{s.data}: the test split has no labels to evaluate against")
     peer_runs = [r for f in s.peers or [] for r in _read_peer(f)]  # read first: a bad file fails before training
@@ -292,6 +297,8 @@ def _cached_run(s, p, ds, variant, method, options, seed, device, work, inherite
            "engine_version": __version__}
     if s.time_seconds is not None:
         key.update(time_seconds=s.time_seconds, inherited=inherited)
+    if s.pool_truth is not None:
+        key["pool_truth"] = str(Path(s.pool_truth).resolve())
     record = work / "runs" / f"{slug(variant)}-s{seed}.json"
     if s.resume and record.exists():
         saved = json.loads(record.read_text(encoding="utf-8"))
@@ -326,7 +333,7 @@ def _run_one(s, p, ds, variant, method, options, seed, device, work, inherited) 
                       batch_unlabeled=p["batch_unlabeled"], patch=p["patch"], spacing=p["spacing"], seed=seed,
                       device=str(device), val_every=p["val_every"], export_last=True,
                       workdir=str(work / "checkpoints" / tag), events=str(work / "logs" / f"{tag}.jsonl"),
-                      progress=s.progress)
+                      progress=s.progress, pool_truth=str(s.pool_truth) if s.pool_truth else None)
     if s.time_seconds is None:
         result = in_fresh_process(train, cfg)
     else:
@@ -337,7 +344,8 @@ def _run_one(s, p, ds, variant, method, options, seed, device, work, inherited) 
            "iterations_per_second": result.iterations / max(result.step_seconds, 1e-9),
            "peak_memory_mb": result.peak_memory_mb, "best_iteration": result.best_iteration,
            "best_validation_dice": result.best_dice, "last_validation_dice": result.last_dice,
-           "validation_curve": [(h["iteration"], h["dice"]) for h in result.history], "checkpoints": {}}
+           "validation_curve": [(h["iteration"], h["dice"]) for h in result.history],
+           "pool_curve": [(h["iteration"], h["dice"]) for h in result.pool_history], "checkpoints": {}}
     if s.time_seconds is not None:
         run["plan"] = planned_settings(result.model)
     models = {"best": result.model, "last": result.last_model or result.model}
@@ -551,6 +559,7 @@ def _report(r: dict) -> str:
     lines += ["", "Training minutes include validation and checkpoints; iterations / s counts optimiser steps "
               "alone. Peak memory is the training process's peak resident memory on CPU (it includes the "
               "cached, preprocessed dataset) and the peak allocated GPU memory on CUDA.", "",
+              *pool_lines(list(r["methods"]), r["runs"]),
               *_plan_lines(r["runs"]),
               "## Figures", "", "![per-case Dice](dice_boxplot.png)", "", "![validation Dice](validation_curves.png)",
               ""]
@@ -567,6 +576,7 @@ def _figures(report_dir: Path, ds, runs: list[dict], s: BenchSettings) -> None:
                  title=f"Per-case test Dice, best checkpoint, {len(s.seeds)} seed(s)")
     validation_curves({m: [r["validation_curve"] for r in runs if r["method"] == m] for m in s.methods},
                       report_dir / "validation_curves.png")
+    pool_figure(report_dir, s.methods, runs)
     case = ds.test[0]
     image, truth = read_volume(case.image), read_label(case.label)
     for method in s.methods:

@@ -62,7 +62,7 @@ def cmd_synthetic(args) -> int:
                        shape=tuple(args.shape), seed=args.seed,
                        labeled_domains=split(args.labeled_domains) or ("scanner-a",),
                        unlabeled_domains=split(args.unlabeled_domains), test_domains=split(args.test_domains),
-                       tasks=_tasks(args.tasks), overwrite=args.overwrite)
+                       tasks=_tasks(args.tasks), overwrite=args.overwrite, unlabeled_truth=args.unlabeled_truth)
     print(f"wrote {out}")
     return 0
 
@@ -419,6 +419,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labeled-domains", help="scanner domains of labeled cases (scanner-a, scanner-b, scanner-c)")
     p.add_argument("--unlabeled-domains", help="scanner domains of unlabeled cases (default: the labeled ones)")
     p.add_argument("--test-domains", help="scanner domains of test cases (default: the labeled ones)")
+    p.add_argument("--unlabeled-truth", action="store_true",
+                   help="also write the unlabeled cases' labels to labelsUn_truth/ (for bench --pool-truth)")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_synthetic)
 
@@ -554,6 +556,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "dropout; a variant's own options win")
     p.add_argument("--peer", action="append", metavar="FILE",
                    help="runs of a peer tool from `semiseg peer` (repeatable), reported beside the methods")
+    p.add_argument("--pool-truth", metavar="DIR",
+                   help="labels of the unlabeled cases (CASE.nii.gz), read only to measure each method's "
+                        "pseudo-labels on the pool at every validation, never to train (costs a prediction per "
+                        "pool case per validation)")
     p.add_argument("--no-twins", action="store_true",
                    help="do not add each method's supervised twin (unlabeled=false) and plain supervised")
     p.add_argument("--out", help="folder that receives NAME/ (default: the current folder, so ./NAME/); by default "

@@ -39,8 +39,9 @@ def dice_boxplot(per_method: dict[str, list[float]], path: Path, title: str = "P
     return save_figure(fig, path)
 
 
-def validation_curves(curves: dict[str, list[list[tuple[int, float]]]], path: Path) -> Path:
-    """Validation Dice against iterations: one colour per method, one line per seed."""
+def validation_curves(curves: dict[str, list[list[tuple[int, float]]]], path: Path,
+                      ylabel: str = "validation Dice (%)") -> Path:
+    """Dice against iterations: one colour per method, one line per seed."""
     fig, ax = plt.subplots(figsize=(5.5, 3.4))
     for i, (name, runs) in enumerate(curves.items()):
         for j, run in enumerate(runs):
@@ -49,7 +50,7 @@ def validation_curves(curves: dict[str, list[list[tuple[int, float]]]], path: Pa
                 ax.plot(its, [100 * d for d in dice], color=COLORS[i % len(COLORS)], alpha=0.8,
                         label=name if j == 0 else None)
     ax.set_xlabel("iteration")
-    ax.set_ylabel("validation Dice (%)")
+    ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return save_figure(fig, path)

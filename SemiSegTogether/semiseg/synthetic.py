@@ -262,13 +262,16 @@ def make_dataset(
     tasks: Mapping[str, Sequence[str]] | None = None,
     structures: Sequence[Structure] | None = None,
     overwrite: bool = False,
+    unlabeled_truth: bool = False,
 ) -> Path:
     """Write a Decathlon-style phantom dataset to `out_dir` and return its path.
 
     Layout: imagesTr/ labelsTr/ imagesUn/ imagesTs/ labelsTs/ dataset.json.
     Cases cycle through their split's domains. With `tasks` ({task: [structure
     names]}), every labeled and test case belongs to one task (cycled) and its
-    label keeps only that task's structures, though all remain in the image.
+    label keeps only that task's structures, though all remain in the image. With `unlabeled_truth`, the
+    unlabeled cases' labels go to labelsUn_truth/ (not listed in dataset.json): a stand-in for held-back
+    truth, as LA2018's, to measure pseudo-labels with (`bench --pool-truth`).
     """
     out = Path(out_dir)
     structures = tuple(DEFAULT_STRUCTURES if structures is None else structures)
@@ -307,6 +310,8 @@ def make_dataset(
         index += 1
         entry = {"image": f"{split_images}/{cid}.nii.gz"}
         write_volume(image, folder.add(entry["image"]), overwrite=True)
+        if split_labels is None and unlabeled_truth:
+            write_volume(label, folder.add(f"labelsUn_truth/{cid}.nii.gz"), overwrite=True)
         if split_labels is not None:
             if task is not None:
                 keep = [value_of[n] for n in tasks[task]]

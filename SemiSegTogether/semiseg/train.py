@@ -42,6 +42,7 @@ from semiseg.training.inference_cost import measure_prediction
 from semiseg.training.package import ModelCard, export_models, peak_memory_mb
 from semiseg.training.progress import Progress
 from semiseg.training.step import optimiser_step
+from semiseg.training.pool_quality import PoolQuality
 from semiseg.training.validation import Validator
 from semiseg.resume_settings import run_settings
 from semiseg.train_checks import check_train_request
@@ -133,6 +134,8 @@ class _Trainer:
         self.card = ModelCard(data, c.label_info)
         self.validator = Validator(self.method, data.val_cases, data.space, self.device, self.card.manifest_for,
                                    self.workdir / "best.pt", self.events, c.val_overlap, self.fast)
+        self.pool_quality = PoolQuality(self.method, data.pool_truth_cases, self.device, self.card.manifest_for,
+                                        self.events, c.val_overlap, self.fast) if data.pool_truth_cases else None
         self.resumable = Resumable(c.method, self.method, self.optimisation, self.labeled_stream,
                                    self.unlabeled_stream, self.validator,
                                    settings=run_settings(c, data.patch, data.prep.to_dict()), plan=c.plan)
@@ -186,6 +189,8 @@ class _Trainer:
                 if validating:
                     if self.is_main:
                         last_dice = self.validator.validate(done)
+                        if self.pool_quality is not None:
+                            self.pool_quality.measure(done)
                     distributed.barrier()  # no rank runs ahead into the next step's collectives
                 if self.world_size > 1:
                     # A signal may reach the ranks in different iterations: stop together or not at all.
@@ -274,7 +279,7 @@ class _Trainer:
                          best_iteration=best["iteration"], last_dice=last_dice)
         return TrainResult(Path(c.out), last_model if data.val_cases else None, self.trained_iterations, seconds,
                            best["dice"], best["iteration"], last_dice, peak, self.validator.history,
-                           self.step_seconds)
+                           self.step_seconds, self.pool_quality.history if self.pool_quality else [])
 
 
 def _planned(plan: dict | None, part: str) -> float:

@@ -37,7 +37,7 @@ from semiseg import distributed
 from semiseg.errors import ConfigError
 from semiseg.losses import one_hot
 from semiseg.methods.ad_diffusion import LabelDiffusion
-from semiseg.methods.base import Method, sigmoid_rampup
+from semiseg.methods.base import LabelsAsLogits, Method, sigmoid_rampup
 from semiseg.nets import build_network
 from semiseg.nets.diffvnet import DiffVNet, DiffVNetInference, Stage
 
@@ -420,6 +420,10 @@ class AggregatingDecoupling(Method):
         net.decoder_psi.load_state_dict(net.decoder_theta.state_dict())
         copy_matching(net.decoder_xi, net.decoder_theta)
         copy_matching(net.denoise_model.embedding_diffusion.emb, net.embedding.emb)
+
+    def pseudo_label_network(self) -> nn.Module:
+        """`pseudo_label`: DDIM-sampled D_ξ labels (smoothed) plus D_ψ's softmax, what teaches D_θ."""
+        return LabelsAsLogits(self, self.pseudo_label, self.context.n_classes)
 
     def inference_network(self) -> nn.Module:
         net = self.__dict__.get("_inference")

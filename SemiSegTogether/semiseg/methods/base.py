@@ -50,6 +50,19 @@ COMMON_HELP: dict[str, str] = {
                  "that reads unlabeled images off, and no unlabeled batch drawn)"}
 
 
+class LabelsAsLogits(nn.Module):
+    """A pseudo-label rule as a network: (B, C_in, ...) → log one-hot (B, n_classes, ...), so that the sliding
+    window's softmax and argmax give back its labels. Holds `owner` (the method) so that `.eval()` reaches it."""
+
+    def __init__(self, owner: nn.Module, labels_of, n_classes: int):
+        super().__init__()
+        self.owner, self.labels_of, self.n_classes = owner, labels_of, n_classes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        labels = self.labels_of(x).long()
+        return torch.nn.functional.one_hot(labels, self.n_classes).movedim(-1, 1).float().clamp_min(1e-6).log()
+
+
 class Method(nn.Module):
     """Base class. Subclasses set `name`, `description`, `defaults` (option → default value) and
     `option_help` (option → one line), build `self.net` (the trainable module the optimiser steps
@@ -111,6 +124,13 @@ class Method(nn.Module):
 
     def inference_network(self) -> nn.Module:
         return self.net
+
+    def pseudo_label_network(self) -> nn.Module:
+        """The network whose predictions are this method's targets on unlabeled images (a teacher, the union of
+        two subnetworks...), returning logits as `inference_network()` does; `--pool-truth` measures how good
+        those targets are. Default: the inference network, the pseudo-labels a model offers of itself (and
+        what a supervised twin would give)."""
+        return self.inference_network()
 
     # Fine-tuning (`train --init`): what a parent package's weights initialise, in words for the model card.
     parent_init = "the network"

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from semiseg import distributed
 from semiseg.errors import ConfigError
 from semiseg.losses import one_hot
-from semiseg.methods.base import Method, sigmoid_rampup
+from semiseg.methods.base import LabelsAsLogits, Method, sigmoid_rampup
 from semiseg.nets import build_network
 
 IGNORE = -1
@@ -300,5 +300,13 @@ class DualContrast(Method):
 
     def inference_network(self):
         return self.net
+
+    def pseudo_label_network(self):
+        """The union of both subnetworks' foreground, the target of the gated unlabeled cross-entropy (the gate
+        itself, which drops the least certain voxels, is not applied: every voxel is scored)."""
+        def union(x):
+            (logits_a, _), (logits_b, _) = self.net(x, pair=True)
+            return pseudo_label(logits_a.float().softmax(1), logits_b.float().softmax(1))
+        return LabelsAsLogits(self, union, self.context.n_classes)
 
     parent_init = "both subnetworks (V-Net and ResNet), each from its own weights in the package"

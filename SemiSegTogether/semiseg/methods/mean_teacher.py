@@ -69,6 +69,9 @@ class MeanTeacher(Method):
     def inference_network(self):
         return self.teacher if self.opts["inference"] == "teacher" else self.net
 
+    def pseudo_label_network(self):
+        return self.teacher  # its softmax is the consistency target
+
     parent_init = "student and teacher (the teacher a copy of the student)"
 
     def spread_parent_weights(self) -> None:

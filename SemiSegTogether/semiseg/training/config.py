@@ -54,6 +54,7 @@ class TrainConfig:
     threads: int | None = None  # CPU threads (torch.set_num_threads); None = PyTorch's default
     event_seconds: float = 1.0  # an iteration event at most this often (and at the first, last, validated ones)
     plan: dict | None = None  # the time plan (semiseg.plan) these settings came from; recorded in model.json
+    pool_truth: str | None = None  # labels of the unlabeled cases, for measuring pseudo-labels only (pool_quality)
     # Distributed (torchrun): batch sizes are per rank; the global batch is world_size × these.
     sync_bn: bool = False  # convert BatchNorm to SyncBatchNorm (statistics over the global batch; CUDA only)
     dist_timeout: float = distributed.DEFAULT_TIMEOUT_S  # seconds a collective may wait for another rank
@@ -74,6 +75,7 @@ class TrainResult:
     peak_memory_mb: float
     history: list[dict]
     step_seconds: float = 0.0  # time in optimiser steps alone (no validation, no checkpoints)
+    pool_history: list[dict] = field(default_factory=list)  # pseudo-label Dice on the pool (--pool-truth)
 
 
 class Cancelled(Interrupted):

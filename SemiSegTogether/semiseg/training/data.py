@@ -11,6 +11,7 @@ from semiseg.input_profile import training_profile
 from semiseg.methods import MethodContext
 from semiseg.prepare import LabelSpace, prepare_case, split_validation, training_preprocessing
 from semiseg.training.config import TrainConfig
+from semiseg.training.pool_quality import with_pool_truth
 
 
 class TrainingData:
@@ -25,6 +26,10 @@ class TrainingData:
         self.train_cases = [prepare_case(k, self.prep, self.space, True) for k in train_cases]
         self.val_cases = [prepare_case(k, self.prep, self.space, True) for k in val_cases]
         self.unlabeled_cases = [prepare_case(k, self.prep, self.space, False) for k in self.dataset.unlabeled]
+        # Measurement only (semiseg.training.pool_quality): the pool with held-back truth, never trained on.
+        self.pool_truth_cases = [prepare_case(k, self.prep, self.space, True)
+                                 for k in with_pool_truth(self.dataset.unlabeled, cfg.pool_truth)] \
+            if cfg.pool_truth else []
         self.patch = list(cfg.patch) if cfg.patch else auto_patch([k.image.shape[1:] for k in self.train_cases])
         self.input_profile = training_profile(geometries, [k.image[0] for k in self.train_cases])
 
