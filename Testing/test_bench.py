@@ -182,3 +182,13 @@ def test_a_stopped_benchmark_keeps_a_partial_report_that_resume_completes(tiny_d
     (done.parent / "notes.txt").write_text("the user's own file", encoding="utf-8")
     with pytest.raises(ConfigError, match="not empty"):
         bench(replace(settings, seeds=[0], resume=True))
+
+
+def test_missing_distances_are_left_out_also_when_read_back_from_json():
+    """A missed structure has no HD95: NaN in a fresh run, null in one --resume reads back from its record."""
+    from semiseg.bench import _seed_means
+    runs = [{"checkpoints": {"last": {"cases": {"a": {"hd95_mm": 4.0}, "b": {"hd95_mm": None},
+                                                "c": {"hd95_mm": float("nan")}}}}},
+            {"checkpoints": {"last": {"cases": {"a": {"hd95_mm": None}}}}}]
+    means = _seed_means(runs, "last", "hd95_mm")
+    assert means[0] == 4.0 and means[1] != means[1]

@@ -377,10 +377,11 @@ def in_fresh_process(fn, *args):
 
 
 def _seed_means(runs: list[dict], ckpt: str, key: str) -> list[float]:
-    """Per run: the mean over test cases (NaN-free cases only) of one metric."""
+    """Per run: the mean over test cases of one metric, leaving out cases without it (NaN, or null in a run read
+    back from its JSON record under --resume: a missed structure has no surface distance)."""
     out = []
     for r in runs:
-        vals = [c[key] for c in r["checkpoints"][ckpt]["cases"].values() if c[key] == c[key]]
+        vals = [c[key] for c in r["checkpoints"][ckpt]["cases"].values() if c[key] is not None and c[key] == c[key]]
         out.append(float(np.mean(vals)) if vals else float("nan"))
     return out
 
