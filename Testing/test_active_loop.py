@@ -47,6 +47,10 @@ def _runs(suggest_gain: float, finetune_seconds: float) -> list[dict]:
 def test_goals_are_read_off_the_rounds():
     met = goals(summarise(_runs(suggest_gain=0.02, finetune_seconds=45.0)))
     assert "goal (every round) met" in met[0] and "at most half the time) met" in met[1]
+    assert "0.45x the training time" in met[1] and "iterations" not in met[1]  # runs without a count
+    for run in (runs := _runs(suggest_gain=0.02, finetune_seconds=45.0)):
+        run["iterations"] = 100 if run["strategy"].endswith("fine-tune") else 200
+    assert "0.45x the training time and 0.50x the iterations" in goals(summarise(runs))[1]
     missed = goals(summarise(_runs(suggest_gain=-0.02, finetune_seconds=60.0)))
     assert "NOT met" in missed[0] and "NOT met" in missed[1]
 
