@@ -40,9 +40,9 @@ from semiseg.prepare import split_validation
 from semiseg.training.curves import LossCurve, write_curves
 from semiseg.training.inference_cost import measure_prediction
 from semiseg.training.package import ModelCard, export_models, peak_memory_mb
+from semiseg.training.pool_quality import PoolQuality
 from semiseg.training.progress import Progress
 from semiseg.training.step import optimiser_step
-from semiseg.training.pool_quality import PoolQuality
 from semiseg.training.validation import Validator
 from semiseg.resume_settings import run_settings
 from semiseg.train_checks import check_train_request

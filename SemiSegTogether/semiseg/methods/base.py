@@ -23,6 +23,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from semiseg.losses import one_hot
+
 
 @dataclass
 class MethodContext:
@@ -59,8 +61,7 @@ class LabelsAsLogits(nn.Module):
         self.owner, self.labels_of, self.n_classes = owner, labels_of, n_classes
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        labels = self.labels_of(x).long()
-        return torch.nn.functional.one_hot(labels, self.n_classes).movedim(-1, 1).float().clamp_min(1e-6).log()
+        return one_hot(self.labels_of(x), self.n_classes).clamp_min(1e-6).log()
 
 
 class Method(nn.Module):

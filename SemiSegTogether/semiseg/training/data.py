@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -25,11 +26,13 @@ class TrainingData:
         self.prep, geometries = training_preprocessing(cfg, train_cases)
         self.train_cases = [prepare_case(k, self.prep, self.space, True) for k in train_cases]
         self.val_cases = [prepare_case(k, self.prep, self.space, True) for k in val_cases]
-        self.unlabeled_cases = [prepare_case(k, self.prep, self.space, False) for k in self.dataset.unlabeled]
-        # Measurement only (semiseg.training.pool_quality): the pool with held-back truth, never trained on.
+        # Measurement only (semiseg.training.pool_quality): the pool with held-back truth, read once; what
+        # trains is the same cases without it.
         self.pool_truth_cases = [prepare_case(k, self.prep, self.space, True)
                                  for k in with_pool_truth(self.dataset.unlabeled, cfg.pool_truth)] \
             if cfg.pool_truth else []
+        self.unlabeled_cases = [replace(k, label=None) for k in self.pool_truth_cases] or \
+            [prepare_case(k, self.prep, self.space, False) for k in self.dataset.unlabeled]
         self.patch = list(cfg.patch) if cfg.patch else auto_patch([k.image.shape[1:] for k in self.train_cases])
         self.input_profile = training_profile(geometries, [k.image[0] for k in self.train_cases])
 
