@@ -36,8 +36,8 @@ COMMANDS = ("nnUNetv2_plan_and_preprocess", "nnUNetv2_train", "nnUNetv2_predict"
 def plans(target_spacing: float | None) -> tuple[list[str], list[str], str]:
     """(planning flags, the flags that name the plans to train and predict with, a label for the report).
 
-    nnU-Net plans the LA images at their own 0.625 mm: one patch of 96×128×192 voxels, far beyond a CPU's
-    minutes. `target_spacing` is nnU-Net's own `-overwrite_target_spacing`, saved under its own plans name so
+    nnU-Net plans the la-dev images at their own 0.625 mm as one patch of 96×128×192 voxels, 27 times its 2 mm
+    patch (an estimate of the cost, not a measured one). `target_spacing` is nnU-Net's own `-overwrite_target_spacing`, saved under its own plans name so
     that the default plans stay as they are; nnU-Net still chooses the patch, batch, network and
     normalisation, and resamples its predictions back to each image's grid."""
     if target_spacing is None:
@@ -73,7 +73,8 @@ def run_peer_nnunet(args) -> Path:
     if out.exists() and not args.overwrite:
         raise ConfigError(f"{out}: exists (pass --overwrite or choose another --out)")
     trainer, config = EPOCH_TRAINERS[args.epochs], args.configuration
-    plan_flags, plans_flags, grid = plans(getattr(args, "target_spacing", None))
+    spacing = getattr(args, "target_spacing", None)  # a namespace built without the CLI may lack it
+    plan_flags, plans_flags, grid = plans(spacing)
     name = nnunet_name(args.dataset_id, ds.name)
     raw = work / "nnUNet_raw"
     if not (raw / name / "dataset.json").is_file():
@@ -102,7 +103,7 @@ def run_peer_nnunet(args) -> Path:
                   "per_label": {cid: {k: v for k, v in m.items() if k != "mean"}
                                 for cid, m in metrics["cases"].items()}}
         runs.append({"method": f"nnunet-v2 ({trainer}, {config}, {grid})", "seed": seed,
-                     "options": {"peer": "nnunetv2", "target_spacing": getattr(args, "target_spacing", None)},
+                     "options": {"peer": "nnunetv2", "target_spacing": spacing},
                      "train_seconds": train_seconds, "plan_seconds": plan_seconds,
                      "iterations": args.epochs * 250, "iterations_per_second": float("nan"),
                      "peak_memory_mb": float("nan"), "best_iteration": None, "best_validation_dice": None,
