@@ -51,6 +51,15 @@ def test_goals_are_read_off_the_rounds():
     for run in (runs := _runs(suggest_gain=0.02, finetune_seconds=45.0)):
         run["iterations"] = 100 if run["strategy"].endswith("fine-tune") else 200
     assert "0.45x the training time and 0.50x the iterations" in goals(summarise(runs))[1]
+    # CPU time decides when every run has it: here the wall time alone would miss the goal.
+    for run in runs:
+        run["train_cpu_seconds"] = run["train_seconds"]
+        run["train_seconds"] *= 2.0 if run["strategy"].endswith("fine-tune") else 1.0
+    assert "0.45x the training CPU time (0.90x the wall time)" in goals(summarise(runs))[1]
+    assert "at most half the time) met" in goals(summarise(runs))[1]
+    del runs[-1]["train_cpu_seconds"]  # a round-2 scratch run without it: that round is judged on wall time
+    line = goals(summarise(runs))[1]
+    assert "NOT met" in line and "round 2: 73.0 vs 72.0 Dice in 0.90x the training time" in line
     missed = goals(summarise(_runs(suggest_gain=-0.02, finetune_seconds=60.0)))
     assert "NOT met" in missed[0] and "NOT met" in missed[1]
 

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from semiseg.cli import main
-from semiseg.suggest import measure_uncertainty, rank_pool, view_probabilities
+from semiseg.errors import ConfigError
+from semiseg.suggest import measure_uncertainty, rank_pool, suggest, typicality, view_probabilities
 
 
 def _one_hot_views(masks: list[np.ndarray]) -> torch.Tensor:
@@ -62,6 +63,22 @@ def test_ranking_measures_novelty_against_the_labeled_cases():
     assert order[1][3] == 0  # case 0's nearest reference is labeled case 0
 
 
+def test_typicality_is_highest_in_the_crowd_and_lowest_for_the_outlier():
+    rng = np.random.default_rng(2)
+    crowd = rng.normal(scale=0.1, size=(6, 10))
+    outlier = crowd[0] + 5.0
+    pool = np.concatenate([crowd[:4], outlier[None]])
+    typical = typicality(pool, labeled=crowd[4:], neighbours=3)
+    assert typical.shape == (5,) and typical.max() == pytest.approx(1.0) and (typical > 0).all()
+    assert typical.argmin() == 4 and typical[4] < 0.1
+    # Ranked by typicality the outlier goes last even though it is the one the model is least sure of.
+    assert [i for i, *_ in rank_pool(typical, pool, crowd[4:])][-1] == 4
+    assert [i for i, *_ in rank_pool([0.1, 0.1, 0.1, 0.1, 0.9], pool, crowd[4:])][0] == 4
+    # Neighbours are counted among the cases there are; one case alone is fully typical.
+    assert typicality(pool, neighbours=50).argmin() == 4
+    assert typicality(pool[:1]).tolist() == [1.0]
+
+
 def test_a_two_subnetwork_model_contributes_both_subnetworks_as_views():
     from semiseg.nets import build_network
     net = build_network("dual-vnet-resnet", in_channels=1, n_classes=2, n_filters=2, dropout=0.0).eval()
@@ -79,9 +96,13 @@ def test_suggest_command_ranks_the_whole_pool_with_reasons(capsys, tiny_model, t
     rows = printed["suggestions"]
     assert [r["rank"] for r in rows] == [1, 2, 3, 4]
     assert len({r["id"] for r in rows}) == 4
-    for r in rows:
-        assert 0.0 <= r["score"] <= r["uncertainty"] <= 1.0
-        assert "views agree" in r["reason"] and r["nearest"]
+    for r in rows:  # the default strategy: typicality × novelty
+        assert r["strategy"] == "typical" and 0.0 <= r["score"] <= r["typicality"] <= 1.0
+        assert "typicality" in r["reason"] and "views agree" in r["reason"] and r["nearest"]
+    assert main(["suggest", "--model", str(tiny_model), "--data", str(tiny_dataset), "--json", "--device", "cpu",
+                 "--strategy", "uncertain"]) == 0
+    for r in json.loads(capsys.readouterr().out)["suggestions"]:
+        assert r["strategy"] == "uncertain" and 0.0 <= r["score"] <= r["uncertainty"] <= 1.0
     assert main(["suggest", "--model", str(tiny_model), "--data", str(tiny_dataset), "-n", "2",
                  "--device", "cpu"]) == 0
     text = capsys.readouterr().out
@@ -117,3 +138,8 @@ def test_suggest_without_unlabeled_cases_exits_2(capsys, tiny_model, tiny_datase
     (data / "dataset.json").write_text(json.dumps(spec), encoding="utf-8")
     assert main(["suggest", "--model", str(tiny_model), "--data", str(data)]) == 2
     assert "no unlabeled cases" in capsys.readouterr().err
+
+
+def test_suggest_names_the_strategies_it_knows(tiny_model, tiny_dataset):
+    with pytest.raises(ConfigError, match="typical, uncertain"):
+        suggest(tiny_model, tiny_dataset, strategy="random", device="cpu")

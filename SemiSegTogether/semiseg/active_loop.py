@@ -90,18 +90,20 @@ def annotate(previous: Path, target: Path, picks: list[str], truth: Path) -> Pat
     return target
 
 
-def pick(strategy: str, model: Path, data: Path, n: int, seed: int, rnd: int, device: str
-         ) -> tuple[list[str], float]:
+def pick(strategy: str, model: Path, data: Path, n: int, seed: int, rnd: int, device: str,
+         ranking: str = "typical") -> tuple[list[str], float]:
     start = time.perf_counter()
     if strategy.startswith("random"):
         pool = sorted(c.id for c in load_dataset(data).unlabeled)
         return random.Random(1000 * seed + rnd).sample(pool, n), time.perf_counter() - start
     from semiseg.suggest import suggest
-    rows = suggest(model, data, n=n, device=device)
+    rows = suggest(model, data, n=n, device=device, strategy=ranking)
     return [r.id for r in rows], time.perf_counter() - start
 
 
 def train_round(args, data: Path, out: Path, seed: int, init: Path | None) -> dict:
+    import torch
+
     from semiseg.bench import PROFILES
     from semiseg.train import TrainConfig, train
     p = PROFILES["cpu-lite"]
@@ -113,8 +115,11 @@ def train_round(args, data: Path, out: Path, seed: int, init: Path | None) -> di
                       batch_labeled=p["batch_labeled"], batch_unlabeled=p["batch_unlabeled"],
                       patch=p["patch"], spacing=p["spacing"], seed=seed, device=args.device,
                       val_every=args.val_every, val_cases=1, progress=False, init=str(init) if init else None)
+    cpu = time.process_time()
     result = train(cfg)  # in this process: a fresh one would import torch again, minutes on a loaded machine
-    return {"train_seconds": result.seconds, "iterations": result.iterations,
+    # With one thread per process, CPU seconds are the time on a core of its own, whatever else runs beside.
+    return {"train_seconds": result.seconds, "train_cpu_seconds": time.process_time() - cpu,
+            "threads": torch.get_num_threads(), "iterations": result.iterations,
             "best_validation_dice": result.best_dice, "best_iteration": result.best_iteration}
 
 
@@ -149,7 +154,7 @@ def run_one(args, seed: int, strategy: str, rnd: int, state: dict) -> dict:
         init = None
     else:
         picks, pick_seconds = pick(strategy, previous["model"], previous["data"], args.per_round, seed, rnd,
-                                   args.device)
+                                   args.device, args.suggest_strategy)
         data = annotate(previous["data"], here / "data", picks, Path(args.truth))
         init = previous["model"]
     model = here / "model.semiseg"
@@ -217,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--per-round", type=int, default=2)
     p.add_argument("--method", default="mean-teacher")
+    p.add_argument("--suggest-strategy", default="typical", choices=("typical", "uncertain"),
+                   help="how `suggest` ranks the pool (semiseg suggest --strategy)")
     p.add_argument("--iterations", type=int, default=200, help="from-scratch iterations (round 0 and scratch)")
     p.add_argument("--finetune-iterations", type=int, default=100)
     p.add_argument("--val-every", type=int, default=50)
@@ -233,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     settings["data"] = Path(args.data).name
     settings["seeds"] = settings.pop("planned_seeds") or args.seeds
     settings["command"] = (f"--data DATA --truth TRUTH{f' --resample {args.resample:g}' if args.resample else ''} "
-                           f"--seeds {settings['seeds']} --method {args.method} --iterations {args.iterations} "
+                           f"--seeds {settings['seeds']} --method {args.method} "
+                           f"--suggest-strategy {args.suggest_strategy} --iterations {args.iterations} "
                            f"--finetune-iterations {args.finetune_iterations} --val-every {args.val_every} "
                            f"--n-filters {args.n_filters} --per-round {args.per_round} --rounds {args.rounds}")
     settings["machine"] = machine_line(args.device)

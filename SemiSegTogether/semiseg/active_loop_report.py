@@ -30,6 +30,9 @@ def summarise(results: list[dict]) -> dict:
         table[strategy] = {k: {"dice": _stats([r["mean_test_dice"] for r in rs]),
                                "seconds": _stats([r["round_seconds"] for r in rs]),
                                "train_seconds": _stats([r["train_seconds"] for r in rs]),
+                               # Only when every run has it: a mean over some of the seeds would mislead.
+                               "train_cpu_seconds": _stats([r["train_cpu_seconds"] for r in rs]
+                                                           if all("train_cpu_seconds" in r for r in rs) else []),
                                "iterations": _stats([r["iterations"] for r in rs if "iterations" in r]),
                                "labeled": rs[0]["labeled"] if rs else None,
                                "seeds": sorted(r["seed"] for r in rs)}
@@ -54,12 +57,17 @@ def goals(table: dict) -> list[str]:
         for k in rounds:
             reached = ours[k]["dice"][0] >= scratch[k]["dice"][0]
             # Training time only: the scratch arm reuses suggest's picks, so picking is not part of the comparison.
-            ratio = ours[k]["train_seconds"][0] / scratch[k]["train_seconds"][0]
-            met &= reached and ratio <= 0.5
-            # Wall time depends on what else the cores run; the iterations do not.
+            # Wall time depends on what else the cores run; a one-thread process's CPU time and the iterations
+            # do not. The goal is judged on CPU time when every run has it.
+            wall = ours[k]["train_seconds"][0] / scratch[k]["train_seconds"][0]
+            cpu = (ours[k]["train_cpu_seconds"][0] / scratch[k]["train_cpu_seconds"][0]
+                   if ours[k]["train_cpu_seconds"][2] and scratch[k]["train_cpu_seconds"][2] else None)
+            met &= reached and (wall if cpu is None else cpu) <= 0.5
             steps = ours[k]["iterations"][0] / scratch[k]["iterations"][0] if ours[k]["iterations"][2] else None
+            times = f"{wall:.2f}x the training time" if cpu is None else \
+                f"{cpu:.2f}x the training CPU time ({wall:.2f}x the wall time)"
             parts.append(f"round {k}: {100 * ours[k]['dice'][0]:.1f} vs {100 * scratch[k]['dice'][0]:.1f} Dice in "
-                         f"{ratio:.2f}x the training time" + (f" and {steps:.2f}x the iterations" if steps else ""))
+                         f"{times}" + (f" and {steps:.2f}x the iterations" if steps else ""))
         lines.append(f"- Fine-tuning against training from scratch on the same cases ({'; '.join(parts)}): goal "
                      f"(the scratch Dice in at most half the time) {'met' if met else 'NOT met'} at every round.")
     return lines
@@ -104,20 +112,23 @@ def write_report(results: list[dict], out: Path, settings: dict) -> Path:
              f"{settings.get('iterations')} iterations from scratch, "
              f"{settings.get('finetune_iterations')} when fine-tuning, validation on one held-out labeled case "
              f"every {settings.get('val_every')}; {settings.get('per_round')} cases annotated per round, "
-             f"{settings.get('rounds')} rounds. Wall time of a round = picking (suggest) + training; test "
-             "prediction is not counted.", "",
+             f"{settings.get('rounds')} rounds; `suggest` ranks by `{settings.get('suggest_strategy', 'uncertain')}`. "
+             "Wall time of a round = picking (suggest) + training; test prediction is not counted. Training CPU "
+             "time is the training process's CPU seconds: with one thread per process, its time on a core of its "
+             "own, whatever else the machine ran.", "",
              f"Produced by `python -m semiseg.active_loop {settings.get('command', '')}`. "
              f"{settings.get('machine', '')}", "",
-             "| round | labeled | strategy | test Dice % (mean ± std, n seeds) | round wall time s |",
-             "|---|---|---|---|---|"]
+             "| round | labeled | strategy | test Dice % (mean ± std, n seeds) | round wall time s | "
+             "training CPU s |", "|---|---|---|---|---|---|"]
     for k in sorted({k for rows in table.values() for k in rows}):
         for strategy in ORDER if k else ORDER[:1]:
             row = table.get(strategy, {}).get(k)
             if row is None:
                 continue
-            (m, s, n), (t, _, _) = row["dice"], row["seconds"]
+            (m, s, n), (t, _, _), (c, _, nc) = row["dice"], row["seconds"], row["train_cpu_seconds"]
             name = "from scratch (all strategies start here)" if k == 0 else strategy
-            lines.append(f"| {k} | {row['labeled']} | {name} | {100 * m:.1f} ± {100 * s:.1f} ({n}) | {t:.0f} |")
+            lines.append(f"| {k} | {row['labeled']} | {name} | {100 * m:.1f} ± {100 * s:.1f} ({n}) | {t:.0f} | "
+                         f"{f'{c:.0f}' if nc else '–'} |")
     lines += ["", "## Goals", "", *(goals(table) or ["- Not enough finished rounds to compare yet."]), "",
               "![test Dice and wall time per round](rounds.png)", "",
               "Picks per seed and round (suggest's and random's) are in `results.json`."]

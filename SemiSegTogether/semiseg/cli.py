@@ -317,7 +317,8 @@ def cmd_suggest(args) -> int:
             def progress(done: int, total: int, case: str) -> None:
                 events.emit("progress", fraction=round(done / max(total, 1), 4), case=case)
 
-            rows = suggest(Path(args.model), Path(args.data), n=args.n, device=args.device, progress=progress)
+            rows = suggest(Path(args.model), Path(args.data), n=args.n, device=args.device, strategy=args.strategy,
+                           progress=progress)
             ranking = {"model": str(args.model), "data": str(args.data), "suggestions": [r.to_dict() for r in rows]}
             if args.out:
                 with atomic_path(Path(args.out), ".json") as tmp:
@@ -512,6 +513,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="NAME.semiseg model package (the current model)")
     p.add_argument("--data", required=True, help="dataset folder or dataset.json; its unlabeled cases are ranked")
     p.add_argument("-n", type=int, help="how many cases to list (default: the whole pool, ranked)")
+    p.add_argument("--strategy", default="typical", choices=("typical", "uncertain"),
+                   help="rank by typicality (default: best while few cases are labeled) or by the model's "
+                        "uncertainty, each times novelty")
     p.add_argument("--json", action="store_true", help="print the ranking as JSON")
     p.add_argument("--out", help="also write the ranking as JSON to this file")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")

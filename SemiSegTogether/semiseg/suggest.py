@@ -1,7 +1,11 @@
 """`semiseg suggest`: which unlabeled case is most worth annotating next.
 
-Two ingredients, both computed by the model itself (no label of the pool is read):
+Three ingredients, all computed from the images and the model itself (no label of the pool is read):
 
+- **Typicality.** How central a case is among the clinic's scans (labeled and pool): the inverse of its mean
+  distance to its nearest neighbours (TypiClust, Hacohen, Dekel & Weinshall, "Active learning on a budget",
+  ICML 2022), divided by the pool's largest. With a handful of labeled cases the typical cases teach the
+  model what most scans look like; outliers teach it about themselves and cost the typical ones.
 - **Uncertainty.** The case is segmented under several *views*: test-time flips along each axis and, for a
   model holding two subnetworks (dual-contrast's V-Net + ResNet), each subnetwork on its own. Where the views
   disagree the model is unsure, and a correction teaches it most (query-by-committee, Seung et al., COLT 1992;
@@ -14,8 +18,13 @@ Two ingredients, both computed by the model itself (no label of the pool is read
   `novelty` is the distance to the nearest labeled or already picked case, relative to the typical distance
   between cases (clipped at 1).
 
-The pool is ranked greedily: at each step the case with the largest `uncertainty × novelty` is taken, and
-novelty is recomputed against it. The score of a case is its value at the step it was taken.
+The strategy says which of the first two is the value: `typical` (the default) ranks by typicality ×
+novelty, `uncertain` by uncertainty × novelty. Hacohen et al. show that the best query changes with the
+budget: typical cases win while the labeled set is small, uncertain ones once it covers the typical cases.
+On la-dev (4 to 10 labeled of 20) `uncertain` picked the smallest, least typical atria, and fine-tuning on
+them scored below random picks (docs/benchmarks/active-loop-uncertain). The pool is ranked greedily: at each
+step the case with the largest value × novelty is taken, and novelty is recomputed against it. The score of
+a case is its value at the step it was taken.
 """
 
 from __future__ import annotations
@@ -36,6 +45,8 @@ from semiseg.infer import sliding_window_probabilities
 from semiseg.io import read_label, read_volume
 from semiseg.transforms import Preprocessing, preprocess_image, preprocess_label
 
+STRATEGIES = ("typical", "uncertain")
+TYPICALITY_NEIGHBOURS = 20  # TypiClust's k; fewer when the scans are fewer
 FLIP_AXES: tuple[tuple[int, ...], ...] = ((), (2,), (3,), (4,))  # identity, then each spatial axis of (1,1,d,h,w)
 DESCRIPTOR_SIZE = 12
 Progress = Callable[[int, int, str], None]
@@ -57,6 +68,8 @@ class Suggestion:
     id: str
     image: str
     score: float
+    strategy: str
+    typicality: float
     uncertainty: float
     disagreement: float
     entropy: float
@@ -145,12 +158,31 @@ def descriptor(image: np.ndarray, foreground: np.ndarray) -> np.ndarray:
     return np.concatenate(parts)
 
 
-def rank_pool(uncertainty: Sequence[float], pool: np.ndarray, labeled: np.ndarray | None = None
-              ) -> list[tuple[int, float, float, int | None]]:
-    """Greedy ranking of the pool by uncertainty × novelty.
+def typicality(pool: np.ndarray, labeled: np.ndarray | None = None,
+               neighbours: int = TYPICALITY_NEIGHBOURS) -> np.ndarray:
+    """(N,) typicality of each pool case in (0, 1]: 1 / mean distance to its `neighbours` nearest cases among
+    the labeled and pool cases (fewer when there are fewer), divided by the pool's largest.
 
     Args:
-        uncertainty: (N,) per pool case, in [0, 1].
+        pool: (N, F) descriptors of the pool cases.
+        labeled: (L, F) descriptors of the labeled cases (or None).
+    """
+    everything = pool if labeled is None else np.concatenate([labeled, pool])
+    if len(everything) < 2:
+        return np.ones(len(pool))
+    distances = np.linalg.norm(pool[:, None] - everything[None], axis=-1)
+    k = min(neighbours, len(everything) - 1)
+    nearest = np.sort(distances, axis=1)[:, 1:k + 1].mean(1)  # column 0 is the case itself
+    density = 1.0 / np.maximum(nearest, 1e-12)
+    return density / density.max()
+
+
+def rank_pool(value: Sequence[float], pool: np.ndarray, labeled: np.ndarray | None = None
+              ) -> list[tuple[int, float, float, int | None]]:
+    """Greedy ranking of the pool by value (typicality or uncertainty) × novelty.
+
+    Args:
+        value: (N,) per pool case, in [0, 1].
         pool: (N, F) descriptors of the pool cases.
         labeled: (L, F) descriptors of the labeled cases (or None).
 
@@ -176,7 +208,7 @@ def rank_pool(uncertainty: Sequence[float], pool: np.ndarray, labeled: np.ndarra
                 novelty = min(1.0, float(distances[n_lab + i, near]) / scale)
             else:
                 near, novelty = None, 1.0
-            score = float(uncertainty[i]) * novelty
+            score = float(value[i]) * novelty
             if best is None or score > best[1]:
                 best = (i, score, novelty, near)
         order.append(best)
@@ -186,8 +218,10 @@ def rank_pool(uncertainty: Sequence[float], pool: np.ndarray, labeled: np.ndarra
 
 
 # ---- the command -----------------------------------------------------------------------------------------
-def _reason(u: CaseUncertainty, novelty: float, nearest: str | None, nearest_is_pick: bool) -> str:
-    parts = [f"{u.views} views agree at Dice {1 - u.disagreement:.2f}, entropy {u.entropy:.2f} in the predicted "
+def _reason(u: CaseUncertainty, typical: float, typical_rank: int, pool_size: int, novelty: float,
+            nearest: str | None, nearest_is_pick: bool) -> str:
+    parts = [f"typicality {typical:.2f} ({_ordinal(typical_rank)} of {pool_size})",
+             f"{u.views} views agree at Dice {1 - u.disagreement:.2f}, entropy {u.entropy:.2f} in the predicted "
              f"region"]
     if u.missing:
         parts.insert(0, f"no view finds {', '.join(u.missing)}")
@@ -201,14 +235,21 @@ def _reason(u: CaseUncertainty, novelty: float, nearest: str | None, nearest_is_
     return "; ".join(parts)
 
 
+def _ordinal(n: int) -> str:
+    return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
+
+
 def suggest(model: Path, data: Path, n: int | None = None, device: str = "auto", overlap: float = 0.25,
-            progress: Progress | None = None) -> list[Suggestion]:
-    """Rank `data`'s unlabeled cases for annotation with `model`; the first `n` (all when None)."""
+            strategy: str = "typical", progress: Progress | None = None) -> list[Suggestion]:
+    """Rank `data`'s unlabeled cases for annotation with `model` by `strategy` (see the module docstring);
+    the first `n` (all when None)."""
     from semiseg.devices import resolve_device
     from semiseg.model import load_model
 
     if n is not None and n < 1:
         raise ConfigError("-n must be at least 1")
+    if strategy not in STRATEGIES:
+        raise ConfigError(f"--strategy {strategy!r}: choose one of {', '.join(STRATEGIES)}")
     dataset = load_dataset(Path(data))
     if not dataset.unlabeled:
         raise ConfigError(f"{data}: lists no unlabeled cases to suggest from")
@@ -229,16 +270,21 @@ def suggest(model: Path, data: Path, n: int | None = None, device: str = "auto",
     labeled = [_labeled_descriptor(case, prep, values) for case in dataset.training]
     if progress:
         progress(total, total, "")
-    order = rank_pool([m.uncertainty for m in measured], np.stack(pool),
-                      np.stack(labeled) if labeled else None)
+    pool_descriptors, labeled_descriptors = np.stack(pool), (np.stack(labeled) if labeled else None)
+    typical = typicality(pool_descriptors, labeled_descriptors)
+    typical_rank = {i: r for r, i in enumerate(np.argsort(-typical, kind="stable"), start=1)}
+    value = typical if strategy == "typical" else [m.uncertainty for m in measured]
+    order = rank_pool(value, pool_descriptors, labeled_descriptors)
     reference_ids = [c.id for c in dataset.training] + [c.id for c in dataset.unlabeled]
     out = []
     for rank, (i, score, novelty, near) in enumerate(order[:n], start=1):
         u, case = measured[i], dataset.unlabeled[i]
         nearest = reference_ids[near] if near is not None else None
-        out.append(Suggestion(rank, case.id, str(case.image), round(score, 4), round(u.uncertainty, 4),
-                              round(u.disagreement, 4), round(u.entropy, 4), round(novelty, 4), nearest,
-                              _reason(u, novelty, nearest, near is not None and near >= len(dataset.training))))
+        reason = _reason(u, float(typical[i]), typical_rank[i], len(pool), novelty, nearest,
+                         near is not None and near >= len(dataset.training))
+        out.append(Suggestion(rank, case.id, str(case.image), round(score, 4), strategy, round(float(typical[i]), 4),
+                              round(u.uncertainty, 4), round(u.disagreement, 4), round(u.entropy, 4),
+                              round(novelty, 4), nearest, reason))
     return out
 
 
@@ -249,7 +295,8 @@ def _labeled_descriptor(case: Case, prep: Preprocessing, values: list[int]) -> n
 
 
 def format_suggestions(rows: list[Suggestion]) -> str:
-    lines = [f"{'rank':>4}  {'case':<28} {'score':>6} {'uncert.':>7} {'novelty':>7}  reason"]
+    lines = [f"{'rank':>4}  {'case':<28} {'score':>6} {'typical':>7} {'uncert.':>7} {'novelty':>7}  reason"]
     for r in rows:
-        lines.append(f"{r.rank:>4}  {r.id:<28} {r.score:>6.3f} {r.uncertainty:>7.3f} {r.novelty:>7.2f}  {r.reason}")
+        lines.append(f"{r.rank:>4}  {r.id:<28} {r.score:>6.3f} {r.typicality:>7.3f} {r.uncertainty:>7.3f} "
+                     f"{r.novelty:>7.2f}  {r.reason}")
     return "\n".join(lines)

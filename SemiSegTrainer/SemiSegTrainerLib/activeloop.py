@@ -31,10 +31,12 @@ class Suggestion:
     novelty: float
     reason: str
     nodeId: Optional[str] = None  # the scene volume, when the case came from the scene
+    typicality: Optional[float] = None  # absent from rankings of engines before `--strategy`
 
     def label(self, volumeName: Optional[str] = None) -> str:
         name = volumeName or self.caseId
-        return f"{self.rank}. {name}  score {self.score:.2f} (uncertainty {self.uncertainty:.2f}, " \
+        typical = "" if self.typicality is None else f"typicality {self.typicality:.2f}, "
+        return f"{self.rank}. {name}  score {self.score:.2f} ({typical}uncertainty {self.uncertainty:.2f}, " \
                f"novelty {self.novelty:.2f})"
 
 
@@ -85,7 +87,8 @@ def readSuggestions(jobFolder: str) -> list:
             rows = json.load(f)["suggestions"]
         nodes = readPoolNodes(jobFolder)
         return [Suggestion(int(r["rank"]), str(r["id"]), float(r["score"]), float(r["uncertainty"]),
-                           float(r["novelty"]), str(r["reason"]), nodes.get(str(r["id"]))) for r in rows]
+                           float(r["novelty"]), str(r["reason"]), nodes.get(str(r["id"])),
+                           None if r.get("typicality") is None else float(r["typicality"])) for r in rows]
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise ValueError(f"{path}: not a ranking from `semiseg suggest` ({e})") from e
 
