@@ -50,6 +50,8 @@ def test_ranking_does_not_pick_near_copies_one_after_the_other():
     assert picks.index(1) == 4, "the near-copy of the first pick goes last"
     copy = next(row for row in order if row[0] == 1)
     assert copy[2] < 0.01 and copy[3] == 0  # novelty ~0, nearest = pool case 0 (no labeled cases: offset 0)
+    # Novelty discounts near-copies only: distinct cases, however near their nearest, count in full.
+    assert [round(row[2], 6) for row in order if row[0] != 1][1:] == [1.0, 1.0, 1.0]
     # Pure uncertainty order would have been 0, 1, 2, 3, 4.
     assert sorted(range(5), key=lambda i: -uncertainty[i]) != picks
 
