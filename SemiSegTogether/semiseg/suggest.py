@@ -5,8 +5,9 @@ Three ingredients, all computed from the images and the model itself (no label o
 - **Typicality.** How central a case is among the clinic's scans (labeled and pool): the inverse of its mean
   distance to its k nearest neighbours (TypiClust, Hacohen, Dekel & Weinshall, "Active learning on a budget",
   ICML 2022), divided by the pool's largest. TypiClust's k is 20 on sets of thousands; here k = ⌈√N⌉ up to
-  20, because with k near N typicality becomes the mean distance to every case, far outliers included. With a handful of labeled cases the typical cases teach the
-  model what most scans look like; outliers teach it about themselves and cost the typical ones.
+  20, because with k near N typicality becomes the mean distance to every case, far outliers included.
+  With a handful of labeled cases the typical cases teach the model what most scans look like; outliers
+  teach it about themselves and cost the typical ones.
 - **Uncertainty.** The case is segmented under several *views*: test-time flips along each axis and, for a
   model holding two subnetworks (dual-contrast's V-Net + ResNet), each subnetwork on its own. Where the views
   disagree the model is unsure, and a correction teaches it most (query-by-committee, Seung et al., COLT 1992;
