@@ -51,7 +51,8 @@ def test_suggest_command_and_ranking_back_to_scene_volumes(tmp_path):
         {"rank": 2, "id": "c", "score": 0.1, "uncertainty": 0.2, "novelty": 0.5, "reason": "s"}]}), encoding="utf-8")
     rows = activeloop.readSuggestions(str(job))
     assert [(r.caseId, r.nodeId) for r in rows] == [("b", "vtkMRMLScalarVolumeNode4"), ("c", None)]
-    assert rows[0].label("Pool scan 1") == "1. Pool scan 1  score 0.50 (typicality 0.70, uncertainty 0.60, novelty 0.80)"
+    assert rows[0].label("Pool scan 1") == \
+        "1. Pool scan 1  score 0.50 (typicality 0.70, uncertainty 0.60, novelty 0.80)"
     assert rows[1].label() == "2. c  score 0.10 (uncertainty 0.20, novelty 0.50)"  # a ranking without typicality
     (job / "suggestions.json").write_text("{}", encoding="utf-8")
     with pytest.raises(ValueError, match="suggestions.json: not a ranking"):
