@@ -37,9 +37,10 @@ def plans(target_spacing: float | None) -> tuple[list[str], list[str], str]:
     """(planning flags, the flags that name the plans to train and predict with, a label for the report).
 
     nnU-Net plans the la-dev images at their own 0.625 mm as one patch of 96×128×192 voxels, 27 times its 2 mm
-    patch (an estimate of the cost, not a measured one). `target_spacing` is nnU-Net's own `-overwrite_target_spacing`, saved under its own plans name so
-    that the default plans stay as they are; nnU-Net still chooses the patch, batch, network and
-    normalisation, and resamples its predictions back to each image's grid."""
+    patch (an estimate of the cost, not a measured one). `target_spacing` is nnU-Net's own
+    `-overwrite_target_spacing`, saved under its own plans name so that the default plans stay as they are;
+    nnU-Net still chooses the patch, batch, network and normalisation, and resamples its predictions back to
+    each image's grid."""
     if target_spacing is None:
         return [], [], "its own spacing"
     if not target_spacing > 0:
