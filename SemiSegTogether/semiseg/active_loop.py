@@ -9,7 +9,9 @@ labeled cases; then each round adds `--per-round` cases and trains again, three 
 
 - `suggest + fine-tune`: the cases `suggest` ranks first, the last model fine-tuned (`--finetune-iterations`);
 - `random + fine-tune`: cases drawn at random (seeded), the last model fine-tuned;
-- `suggest + scratch`: the same labeled set as `suggest + fine-tune`, trained from scratch (`--iterations`).
+- `suggest + scratch`: the same labeled set as `suggest + fine-tune`, trained from scratch (`--iterations`);
+- `suggest + short fine-tune` (with `--short-finetune-iterations`): the same labeled set, fine-tuned from the
+  same parent as `suggest + fine-tune` for fewer iterations: how soon fine-tuning reaches the scratch Dice.
 
 Every (seed, strategy, round) writes its result JSON as soon as it ends and is skipped when found, so the
 simulation can be stopped and started again; the report is rewritten after each run.
@@ -30,7 +32,7 @@ from semiseg.atomic import atomic_path
 from semiseg.datasets import load_dataset
 from semiseg.events import _clean
 
-STRATEGIES = ("suggest + fine-tune", "random + fine-tune", "suggest + scratch")
+STRATEGIES = ("suggest + fine-tune", "random + fine-tune", "suggest + scratch", "suggest + short fine-tune")
 
 
 def slug(strategy: str) -> str:
@@ -101,7 +103,7 @@ def pick(strategy: str, model: Path, data: Path, n: int, seed: int, rnd: int, de
     return [r.id for r in rows], time.perf_counter() - start
 
 
-def train_round(args, data: Path, out: Path, seed: int, init: Path | None) -> dict:
+def train_round(args, data: Path, out: Path, seed: int, init: Path | None, iterations: int) -> dict:
     import torch
 
     from semiseg.bench import PROFILES
@@ -111,7 +113,7 @@ def train_round(args, data: Path, out: Path, seed: int, init: Path | None) -> di
     shutil.rmtree(Path(str(out) + ".work"), ignore_errors=True)
     cfg = TrainConfig(data=str(data), out=str(out), method=args.method,
                       method_options={**p["options"], "n_filters": args.n_filters},
-                      iterations=args.finetune_iterations if init else args.iterations,
+                      iterations=iterations,
                       batch_labeled=p["batch_labeled"], batch_unlabeled=p["batch_unlabeled"],
                       patch=p["patch"], spacing=p["spacing"], seed=seed, device=args.device,
                       val_every=args.val_every, val_cases=1, progress=False, init=str(init) if init else None)
@@ -148,17 +150,19 @@ def run_one(args, seed: int, strategy: str, rnd: int, state: dict) -> dict:
     if record.exists():
         return json.loads(record.read_text(encoding="utf-8"))
     previous = state[strategy]
-    if strategy == "suggest + scratch":
+    if strategy in ("suggest + scratch", "suggest + short fine-tune"):  # suggest + fine-tune's cases, again
         partner = state["suggest + fine-tune"]
         data, picks, pick_seconds = partner["data"], partner["picks"], 0.0
-        init = None
+        init = partner["parent"] if strategy == "suggest + short fine-tune" else None
     else:
         picks, pick_seconds = pick(strategy, previous["model"], previous["data"], args.per_round, seed, rnd,
                                    args.device, args.suggest_strategy)
         data = annotate(previous["data"], here / "data", picks, Path(args.truth))
         init = previous["model"]
     model = here / "model.semiseg"
-    trained = train_round(args, data, model, seed, init)
+    iterations = {"suggest + scratch": args.iterations,
+                  "suggest + short fine-tune": args.short_finetune_iterations}.get(strategy, args.finetune_iterations)
+    trained = train_round(args, data, model, seed, init, iterations)
     dice = test_dice(model, data, here / "predictions", args.device)
     result = {"seed": seed, "strategy": strategy, "round": rnd, "picks": picks, "pick_seconds": pick_seconds,
               **trained, "round_seconds": pick_seconds + trained["train_seconds"],
@@ -175,7 +179,7 @@ def simulate_seed(args, seed: int, report) -> None:
     record = start / "result.json"
     data = round_dataset(Path(args.data), start / "data") if not record.exists() else start / "data"
     if not record.exists():
-        trained = train_round(args, data, start / "model.semiseg", seed, None)
+        trained = train_round(args, data, start / "model.semiseg", seed, None, args.iterations)
         dice = test_dice(start / "model.semiseg", data, start / "predictions", args.device)
         result = {"seed": seed, "strategy": "round 0", "round": 0, "picks": [], "pick_seconds": 0.0, **trained,
                   "round_seconds": trained["train_seconds"], "labeled": len(load_dataset(data).training),
@@ -183,13 +187,15 @@ def simulate_seed(args, seed: int, report) -> None:
         with atomic_path(record, ".json") as tmp:
             tmp.write_text(json.dumps(_clean(result), indent=2) + "\n", encoding="utf-8")
         report()
-    state = {s: {"model": start / "model.semiseg", "data": data, "picks": []} for s in STRATEGIES}
+    state = {s: {"model": start / "model.semiseg", "data": data, "picks": [], "parent": None} for s in STRATEGIES}
+    strategies = [s for s in STRATEGIES if s != "suggest + short fine-tune" or args.short_finetune_iterations]
     for rnd in range(1, args.rounds + 1):
-        for strategy in STRATEGIES:
+        for strategy in strategies:
             result = run_one(args, seed, strategy, rnd, state)
             here = root / slug(strategy) / f"round{rnd}"
-            if strategy != "suggest + scratch":
-                state[strategy].update(model=here / "model.semiseg", data=here / "data", picks=result["picks"])
+            if strategy.endswith(" + fine-tune"):  # the chains that carry their model to the next round
+                state[strategy].update(parent=state[strategy]["model"], model=here / "model.semiseg",
+                                       data=here / "data", picks=result["picks"])
             report()
 
 
@@ -226,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="how `suggest` ranks the pool (semiseg suggest --strategy)")
     p.add_argument("--iterations", type=int, default=200, help="from-scratch iterations (round 0 and scratch)")
     p.add_argument("--finetune-iterations", type=int, default=100)
+    p.add_argument("--short-finetune-iterations", type=int, help="also fine-tune suggest's cases from the same "
+                   "parent for this many iterations (the `suggest + short fine-tune` arm)")
     p.add_argument("--val-every", type=int, default=50)
     p.add_argument("--n-filters", type=int, default=16, help="network width (the cpu-lite profile's is 16)")
     p.add_argument("--device", default="cpu")
@@ -243,8 +251,13 @@ def main(argv: list[str] | None = None) -> int:
                            f"--seeds {settings['seeds']} --method {args.method} "
                            f"--suggest-strategy {args.suggest_strategy} --iterations {args.iterations} "
                            f"--finetune-iterations {args.finetune_iterations} --val-every {args.val_every} "
-                           f"--n-filters {args.n_filters} --per-round {args.per_round} --rounds {args.rounds}")
+                           f"--n-filters {args.n_filters} --per-round {args.per_round} --rounds {args.rounds}"
+                           + (f" --short-finetune-iterations {args.short_finetune_iterations}"
+                              if args.short_finetune_iterations else ""))
     settings["machine"] = machine_line(args.device)
+    previous = Path(args.out) / "results.json"
+    if args.report_only and previous.is_file():  # the machine the runs ran on, not the one rewriting the report
+        settings["machine"] = json.loads(previous.read_text(encoding="utf-8"))["settings"].get("machine", "")
 
     def report() -> None:
         write_report(load_results(Path(args.workdir)), Path(args.out), settings)
