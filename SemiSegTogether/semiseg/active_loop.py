@@ -5,7 +5,7 @@ fine-tuning (`train --init`) reach from-scratch quality faster?
 
 The truth folder stands in for the annotator: only `annotate` below reads it, to label the cases a strategy
 picked; training, `suggest` and the random picks never see it. Per seed, round 0 trains from scratch on the
-labeled cases; then each round adds `--per-round` cases and trains again, three ways:
+labeled cases; then each round adds `--per-round` cases and trains again, three or four ways:
 
 - `suggest + fine-tune`: the cases `suggest` ranks first, the last model fine-tuned (`--finetune-iterations`);
 - `random + fine-tune`: cases drawn at random (seeded), the last model fine-tuned;
