@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
+from semiseg.active_loop import STRATEGIES as ORDER
 from semiseg.atomic import atomic_path
 
 ROUND0 = "round 0"
-ORDER = ("suggest + fine-tune", "random + fine-tune", "suggest + scratch", "suggest + short fine-tune")
 
 
 def _stats(values: list[float]) -> tuple[float, float, int]:
