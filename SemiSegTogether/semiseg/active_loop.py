@@ -32,7 +32,8 @@ from semiseg.atomic import atomic_path
 from semiseg.datasets import load_dataset
 from semiseg.events import _clean
 
-STRATEGIES = ("suggest + fine-tune", "random + fine-tune", "suggest + scratch", "suggest + short fine-tune")
+SHORT = "suggest + short fine-tune"
+STRATEGIES = ("suggest + fine-tune", "random + fine-tune", "suggest + scratch", SHORT)
 
 
 def slug(strategy: str) -> str:
@@ -150,10 +151,10 @@ def run_one(args, seed: int, strategy: str, rnd: int, state: dict) -> dict:
     if record.exists():
         return json.loads(record.read_text(encoding="utf-8"))
     previous = state[strategy]
-    if strategy in ("suggest + scratch", "suggest + short fine-tune"):  # suggest + fine-tune's cases, again
+    if strategy in ("suggest + scratch", SHORT):  # suggest + fine-tune's cases, again
         partner = state["suggest + fine-tune"]
         data, picks, pick_seconds = partner["data"], partner["picks"], 0.0
-        init = partner["parent"] if strategy == "suggest + short fine-tune" else None
+        init = partner["parent"] if strategy == SHORT else None
     else:
         picks, pick_seconds = pick(strategy, previous["model"], previous["data"], args.per_round, seed, rnd,
                                    args.device, args.suggest_strategy)
@@ -161,7 +162,7 @@ def run_one(args, seed: int, strategy: str, rnd: int, state: dict) -> dict:
         init = previous["model"]
     model = here / "model.semiseg"
     iterations = {"suggest + scratch": args.iterations,
-                  "suggest + short fine-tune": args.short_finetune_iterations}.get(strategy, args.finetune_iterations)
+                  SHORT: args.short_finetune_iterations}.get(strategy, args.finetune_iterations)
     trained = train_round(args, data, model, seed, init, iterations)
     dice = test_dice(model, data, here / "predictions", args.device)
     result = {"seed": seed, "strategy": strategy, "round": rnd, "picks": picks, "pick_seconds": pick_seconds,
@@ -188,7 +189,7 @@ def simulate_seed(args, seed: int, report) -> None:
             tmp.write_text(json.dumps(_clean(result), indent=2) + "\n", encoding="utf-8")
         report()
     state = {s: {"model": start / "model.semiseg", "data": data, "picks": [], "parent": None} for s in STRATEGIES}
-    strategies = [s for s in STRATEGIES if s != "suggest + short fine-tune" or args.short_finetune_iterations]
+    strategies = [s for s in STRATEGIES if s != SHORT or args.short_finetune_iterations]
     for rnd in range(1, args.rounds + 1):
         for strategy in strategies:
             result = run_one(args, seed, strategy, rnd, state)
