@@ -192,3 +192,24 @@ def test_missing_distances_are_left_out_also_when_read_back_from_json():
             {"checkpoints": {"last": {"cases": {"a": {"hd95_mm": None}}}}}]
     means = _seed_means(runs, "last", "hd95_mm")
     assert means[0] == 4.0 and means[1] != means[1]
+
+
+def test_resume_continues_from_the_committed_report_alone(bench_run, tmp_path):
+    """On another machine the work folder is gone: the finished runs are read back from the report's
+    results.json (their keys), its pictures stay, and only a run with other settings trains."""
+    import shutil
+    from dataclasses import replace
+    settings, report, results = bench_run
+    docs = tmp_path / "docs"
+    shutil.copytree(report.parent, docs / settings.name)
+    elsewhere = replace(settings, out=docs, workdir=tmp_path / "new-work", resume=True)
+    again = json.loads((bench(elsewhere).parent / "results.json").read_text(encoding="utf-8"))
+    assert [r["train_seconds"] for r in again["runs"]] == [r["train_seconds"] for r in results["runs"]]
+    assert not (tmp_path / "new-work").exists()  # nothing trained
+    assert again["overlays"] == results["overlays"] and again["total_seconds"] == results["total_seconds"]
+    assert "![supervised](overlay_supervised.png)" in (docs / settings.name / "report.md").read_text(encoding="utf-8")
+    more = json.loads((bench(replace(elsewhere, seeds=[0, 1, 2])).parent / "results.json").read_text(
+        encoding="utf-8"))
+    assert [r["seed"] for r in more["runs"] if r["method"] == "supervised"] == [0, 1, 2]
+    assert (tmp_path / "new-work" / "runs" / "supervised-s2.json").is_file()  # only the new seed trained
+    assert not (tmp_path / "new-work" / "runs" / "supervised-s0.json").exists()

@@ -32,6 +32,7 @@ from semiseg import __version__
 from semiseg.atomic import atomic_path
 from semiseg.bench_budget import INHERITED, planned_settings, plan_and_train, with_inherited
 from semiseg.bench_pool import pool_figure, pool_lines
+from semiseg.bench_resume import finished_run, reported_runs, run_key, save_record
 from semiseg.datasets import read_channels, validate_dataset
 from semiseg.devices import resolve_device
 from semiseg.errors import ConfigError
@@ -145,8 +146,8 @@ def bench(s: BenchSettings) -> Path:
     if not any(c.label is not None for c in ds.test):
         raise ConfigError(f"{s.data}: the test split has no labels to evaluate against")
     peer_runs = [r for f in s.peers or [] for r in _read_peer(f)]  # read first: a bad file fails before training
+    reported = reported_runs(report_dir) if s.resume else []
     runs = []
-    started = time.perf_counter()
     todo = []
     for variant in s.methods:
         method, own = parse_variant(variant)
@@ -162,24 +163,24 @@ def bench(s: BenchSettings) -> Path:
             print(f"semiseg bench: {clock.line(f'{variant} seed {seed}')}", file=sys.stderr, flush=True)
         run_start = time.perf_counter()
         inherited = _inherited(s, runs, method_of.get(variant), seed)
-        run, reused = _cached_run(s, p, ds, variant, method, options, seed, device, work, inherited)
+        run, reused = _cached_run(s, p, ds, variant, method, options, seed, device, work, inherited, report_dir,
+                                  reported)
         clock.finished(time.perf_counter() - run_start, reused)
         runs.append(run)
         if not reused or len(runs) == len(todo):
-            report = _write_report(s, p, ds, runs, peer_runs, len(todo), device, time.perf_counter() - started,
-                                   report_dir)
+            report = _write_report(s, p, ds, runs, peer_runs, len(todo), device, report_dir)
     return report
 
 
-def _write_report(s, p, ds, runs, peer_runs, total_runs, device, seconds, report_dir) -> Path:
+def _write_report(s, p, ds, runs, peer_runs, total_runs, device, report_dir) -> Path:
     """The report of the runs finished so far, rewritten after each run, so that a benchmark of hours can be read
     (and committed) while it goes on, and one that was stopped keeps what it finished."""
     done = [m for m in s.methods if any(r["method"] == m for r in runs)]
     s = replace(s, methods=[*done, *dict.fromkeys(r["method"] for r in peer_runs)])
-    results = _aggregate(s, p, ds, runs + peer_runs, device, seconds)
+    results = _aggregate(s, p, ds, runs + peer_runs, device, sum(map(_run_seconds, runs)))
     results["finished_runs"] = [len(runs), total_runs]
     report_dir.mkdir(parents=True, exist_ok=True)
-    _figures(report_dir, ds, runs + peer_runs, s)
+    results["overlays"] = _figures(report_dir, ds, runs + peer_runs, s)
     with atomic_path(report_dir / "results.json", ".json") as tmp:
         tmp.write_text(json.dumps(_clean(results), indent=2) + "\n", encoding="utf-8")
     with atomic_path(report_dir / "report.md", ".md") as tmp:
@@ -289,26 +290,29 @@ def _inherited(s: BenchSettings, runs: list[dict], method_variant: str | None, s
     return {k: run["plan"][k] for k in INHERITED}
 
 
-def _cached_run(s, p, ds, variant, method, options, seed, device, work, inherited) -> tuple[dict, bool]:
-    """A finished run of the same settings is reused under --resume (each run's results are written as
-    soon as it ends, so an interrupted benchmark loses at most the run in progress)."""
-    key = {"data": str(Path(s.data).resolve()), "profile": {k: v for k, v in p.items() if k != "options"},
-           "method": method, "options": options, "seed": seed, "lcc": s.lcc, "device": str(device),
-           "engine_version": __version__}
-    if s.time_seconds is not None:
-        key.update(time_seconds=s.time_seconds, inherited=inherited)
-    if s.pool_truth is not None:
-        key["pool_truth"] = str(Path(s.pool_truth).resolve())
+def _cached_run(s, p, ds, variant, method, options, seed, device, work, inherited, report_dir,
+                reported) -> tuple[dict, bool]:
+    """A finished run of the same settings is reused under --resume, from the work folder or from the earlier
+    report (semiseg.bench_resume); each run is recorded as soon as it ends, so an interrupted benchmark loses at
+    most the run in progress."""
+    key = run_key(s, p, method, options, seed, device, inherited, report_dir)
     record = work / "runs" / f"{slug(variant)}-s{seed}.json"
-    if s.resume and record.exists():
-        saved = json.loads(record.read_text(encoding="utf-8"))
-        if saved.get("key") == json.loads(json.dumps(key)):
-            return saved["run"], True
+    if s.resume and (run := finished_run(record, key, reported)) is not None:
+        return run, True
+    started = time.perf_counter()
     run = _run_one(s, p, ds, variant, method, options, seed, device, work, inherited)
-    record.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(record, ".json") as tmp:
-        tmp.write_text(json.dumps(_clean({"key": key, "run": run}), indent=2) + "\n", encoding="utf-8")
+    run.update(key=key, wall_seconds=time.perf_counter() - started)
+    save_record(record, run)
     return run, False
+
+
+def _run_seconds(run: dict) -> float:
+    """A run's own time, training and test predictions (the sum over runs counts every invocation of a resumed
+    benchmark, and not the gaps between them); runs recorded before it was kept: training plus inference."""
+    if "wall_seconds" in run:
+        return run["wall_seconds"]
+    return run["train_seconds"] + sum(c["infer_seconds_per_volume"] * len(c["cases"])
+                                      for c in run["checkpoints"].values())
 
 
 def _read_peer(path: Path) -> list[dict]:
@@ -525,7 +529,7 @@ def _report(r: dict) -> str:
     lines = [
         f"# Benchmark: {r['name']}", "",
         f"Produced by `{r['command']}` (engine {r['engine_version']}, torch {p['torch']}), "
-        f"{r['total_seconds'] / 60:.1f} min in all.", "",
+        f"{r['total_seconds'] / 60:.1f} min of runs in all.", "",
         *_partial_lines(r),
         *_paired_lines(r.get("paired", [])),
         "## Protocol", "",
@@ -564,13 +568,14 @@ def _report(r: dict) -> str:
               *_plan_lines(r["runs"]),
               "## Figures", "", "![per-case Dice](dice_boxplot.png)", "", "![validation Dice](validation_curves.png)",
               ""]
-    for method in r["methods"]:
+    for method in r["overlays"]:
         lines += [f"![{method}](overlay_{slug(method)}.png)", ""]
     lines += ["Raw numbers per run, checkpoint and case: `results.json`.", ""]
     return "\n".join(lines)
 
 
-def _figures(report_dir: Path, ds, runs: list[dict], s: BenchSettings) -> None:
+def _figures(report_dir: Path, ds, runs: list[dict], s: BenchSettings) -> list[str]:
+    """Draws the figures; returns the methods that have an overlay picture."""
     per_method = {m: [c["dice"] for r in runs if r["method"] == m
                       for c in r["checkpoints"]["best"]["cases"].values()] for m in s.methods}
     dice_boxplot(per_method, report_dir / "dice_boxplot.png",
@@ -580,11 +585,21 @@ def _figures(report_dir: Path, ds, runs: list[dict], s: BenchSettings) -> None:
     pool_figure(report_dir, s.methods, runs)
     case = ds.test[0]
     image, truth = read_volume(case.image), read_label(case.label)
+    names = {value: name for name, value in ds.foreground_labels.items()}
+    overlays = []
     for method in s.methods:
-        run = next(r for r in runs if r["method"] == method)
-        predictions = Path(run["checkpoints"]["best"]["predictions"])
-        pred = read_label(predictions / prediction_name(case.id, case.image)).array
-        names = {value: name for name, value in ds.foreground_labels.items()}
-        overlay_planes(image.array, report_dir / f"overlay_{slug(method)}.png", names,
-                       {f"{method} (seed {run['seed']})": pred}, truth=truth.array, spacing_zyx=image.spacing_zyx,
-                       title=f"{case.id}: truth (solid outline), {method} seed {run['seed']} (filled)")
+        picture = report_dir / f"overlay_{slug(method)}.png"
+        # A run read back from the report on another machine has no predictions here: the picture an earlier
+        # invocation drew of it stays.
+        run = next((r for r in runs if r["method"] == method and
+                    (Path(r["checkpoints"]["best"]["predictions"]) / prediction_name(case.id, case.image)).is_file()),
+                   None)
+        if run is not None:
+            pred = read_label(Path(run["checkpoints"]["best"]["predictions"]) /
+                              prediction_name(case.id, case.image)).array
+            overlay_planes(image.array, picture, names, {f"{method} (seed {run['seed']})": pred}, truth=truth.array,
+                           spacing_zyx=image.spacing_zyx,
+                           title=f"{case.id}: truth (solid outline), {method} seed {run['seed']} (filled)")
+        if picture.is_file():
+            overlays.append(method)
+    return overlays
