@@ -591,15 +591,17 @@ def _figures(report_dir: Path, ds, runs: list[dict], s: BenchSettings) -> list[s
         picture = report_dir / f"overlay_{slug(method)}.png"
         # A run read back from the report on another machine has no predictions here: the picture an earlier
         # invocation drew of it stays.
-        run = next((r for r in runs if r["method"] == method and
-                    (Path(r["checkpoints"]["best"]["predictions"]) / prediction_name(case.id, case.image)).is_file()),
-                   None)
+        run = next((r for r in runs if r["method"] == method and _prediction(r, case).is_file()), None)
         if run is not None:
-            pred = read_label(Path(run["checkpoints"]["best"]["predictions"]) /
-                              prediction_name(case.id, case.image)).array
-            overlay_planes(image.array, picture, names, {f"{method} (seed {run['seed']})": pred}, truth=truth.array,
-                           spacing_zyx=image.spacing_zyx,
+            overlay_planes(image.array, picture, names,
+                           {f"{method} (seed {run['seed']})": read_label(_prediction(run, case)).array},
+                           truth=truth.array, spacing_zyx=image.spacing_zyx,
                            title=f"{case.id}: truth (solid outline), {method} seed {run['seed']} (filled)")
         if picture.is_file():
             overlays.append(method)
     return overlays
+
+
+def _prediction(run: dict, case) -> Path:
+    """Where a run's best checkpoint wrote its prediction of a test case."""
+    return Path(run["checkpoints"]["best"]["predictions"]) / prediction_name(case.id, case.image)

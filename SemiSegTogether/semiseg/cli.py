@@ -390,6 +390,12 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_gain(args) -> int:
+    from semiseg.bench_gain import write_gain
+    print(f"wrote {write_gain([Path(r) for r in args.reports], Path(args.out), args.overwrite, args.checkpoint)}")
+    return 0
+
+
 # ---- parser ---------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="semiseg", description="Semi-supervised 3D medical image segmentation: "
@@ -569,11 +575,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="folder that receives NAME/ (default: the current folder, so ./NAME/); by default "
                                  "nothing is written inside a source checkout (a folder with .git or pyproject.toml)")
     p.add_argument("--workdir", help="models, checkpoints and predictions (default OUT/NAME/runs)")
-    p.add_argument("--resume", action="store_true", help="reuse the finished runs in --workdir whose settings "
-                                                         "match; rerun the rest")
+    p.add_argument("--resume", action="store_true", help="reuse the finished runs whose settings match, from "
+                                                         "--workdir or from the earlier report in OUT/NAME; rerun "
+                                                         "the rest")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("gain", help="paired gain against budget from several `bench --time` reports: OUT/gain.md "
+                                    "and OUT/gain.png")
+    p.add_argument("reports", nargs="+", help="bench report folders (or their results.json), one per budget")
+    p.add_argument("--out", required=True, help="folder that receives gain.md and gain.png")
+    p.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier gain.md and gain.png")
+    p.set_defaults(func=cmd_gain)
 
     p = sub.add_parser("peer", help="train and score a peer tool (nnU-Net v2) on the same cases, for a bench row")
     p.add_argument("tool", choices=["nnunet"])
