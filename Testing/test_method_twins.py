@@ -120,7 +120,8 @@ def _weights(model: Path) -> dict:
 
 def test_twin_trains_without_unlabeled_cases_and_they_change_nothing(tiny_dataset, tmp_path):
     """End to end: the twin trained on the data and on the same data with its unlabeled list removed gives
-    identical weights, so unlabeled images reach neither its gradients nor its BatchNorm statistics."""
+    identical weights, so unlabeled images reach neither its gradients nor its BatchNorm statistics. Mean
+    Teacher's twin trains the same student as plain supervised, step for step (the demo reports it as the twin)."""
     bare = tmp_path / "no-unlabeled"
     shutil.copytree(tiny_dataset, bare)
     spec = json.loads((bare / "dataset.json").read_text(encoding="utf-8"))
@@ -129,15 +130,17 @@ def test_twin_trains_without_unlabeled_cases_and_they_change_nothing(tiny_datase
     (bare / "dataset.json").write_text(json.dumps(spec), encoding="utf-8")
     shutil.rmtree(bare / "imagesUn")
 
-    def cfg(data, name):
-        return TrainConfig(data=str(data), out=str(tmp_path / f"{name}.semiseg"), method="mean-teacher",
-                           method_options={"n_filters": 4, "unlabeled": False}, iterations=3, patch=[32, 32, 32],
+    def cfg(data, name, method="mean-teacher", options=(("unlabeled", False),)):
+        return TrainConfig(data=str(data), out=str(tmp_path / f"{name}.semiseg"), method=method,
+                           method_options={"n_filters": 4, **dict(options)}, iterations=3, patch=[32, 32, 32],
                            device="cpu", progress=False, val_every=3, seed=5)
 
     assert _Trainer(cfg(tiny_dataset, "probe"), _NoEvents()).unlabeled_stream is None
     a = _weights(train(cfg(tiny_dataset, "with")).model)
     b = _weights(train(cfg(bare, "without")).model)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    c = _weights(train(cfg(tiny_dataset, "supervised", method="supervised", options=())).model)
+    assert a.keys() == c.keys() and all(torch.equal(a[k], c[k]) for k in a)
     _, card = load_model(tmp_path / "with.semiseg")
     assert card["method"]["options"]["unlabeled"] is False
 

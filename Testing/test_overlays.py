@@ -71,3 +71,17 @@ def test_demo_report_puts_structures_first_and_explains_a_miss(tmp_path, iterati
     missed = [line for line in text.splitlines() if line.startswith("**Why the")]
     assert missed and all("voxels per test case" in line for line in missed)
     assert (tmp_path / "demo" / "overlay.png").is_file()
+
+
+def test_demo_report_gives_mean_teachers_paired_gain_over_its_twin():
+    from semiseg.demo import pool_gain_lines
+
+    def summary(*dice):
+        return {"cases": {f"c{i}": {"mean": {"dice": d}} for i, d in enumerate(dice)}}
+
+    same = pool_gain_lines({"supervised": summary(0.5, 0.6), "mean-teacher": summary(0.5, 0.6)})
+    assert "**+0.0 ± 0.0 Dice points**, better on 0 of 2 cases" in "\n".join(same)
+    assert "no gain" in "\n".join(same) and "la-dev-twins-10m" in "\n".join(same)
+    ahead = "\n".join(pool_gain_lines({"supervised": summary(0.5, 0.6, 0.7), "mean-teacher": summary(0.6, 0.7, 0.7)}))
+    assert "**+6.7 ± 4.7 Dice points**, better on 2 of 3 cases" in ahead and "a hint, not evidence" in ahead
+    assert pool_gain_lines({"supervised": summary(0.5)}) == []
