@@ -16,6 +16,7 @@ from semiseg.metrics import (
     binary_metrics,
     case_metrics,
     evaluate_predictions,
+    mean_std_text,
     summarize,
 )
 
@@ -208,3 +209,10 @@ def test_evaluate_predictions_grid_mismatch(tmp_path):
     with pytest.raises(DataError) as info:
         evaluate_predictions([("a", p, g)], {"atrium": 1})
     assert "shifted_pred.nrrd" in str(info.value) and "case_gt.nrrd" in str(info.value)
+
+
+def test_mean_std_text_scales_signs_and_says_na_when_nothing_was_averaged():
+    assert mean_std_text({"mean": 0.7625, "std": 0.026}, 100) == "76.2 ± 2.6"
+    assert mean_std_text({"mean": 0.04, "std": 0.056}, 100, sign=True) == "+4.0 ± 5.6"
+    assert mean_std_text({"mean": 1288.4, "std": 178.2}, digits=0) == "1288 ± 178"
+    assert mean_std_text(summarize([{"hd95": float("nan")}])["hd95"]) == "n/a"

@@ -41,6 +41,7 @@ from semiseg.events import _clean
 from semiseg.figures import dice_boxplot, validation_curves
 from semiseg.infer import predict_volume
 from semiseg.io import read_label, read_volume, write_volume
+from semiseg.metrics import mean_std_text as _fmt
 from semiseg.methods import method_class, method_names
 from semiseg.model import load_model
 from semiseg.overlays import overlay_planes
@@ -515,12 +516,6 @@ def _plan_lines(runs: list[dict]) -> list[str]:
                      f"{q['batch_labeled']} + {q['batch_unlabeled']} | {q['n_filters'] or '-'} | {r['iterations']} "
                      f"({q['iterations']}) | {q['step_seconds']:.2f} | {r['train_seconds'] / 60:.1f} |")
     return lines + [""]
-
-
-def _fmt(ms: dict, scale: float = 1.0, digits: int = 1) -> str:
-    if ms["mean"] != ms["mean"]:
-        return "n/a"
-    return f"{ms['mean'] * scale:.{digits}f} ± {ms['std'] * scale:.{digits}f}"
 
 
 def _report(r: dict) -> str:

@@ -15,6 +15,7 @@ from pathlib import Path
 from semiseg.atomic import atomic_path
 from semiseg.errors import ConfigError
 from semiseg.figures import COLORS, plt, save_figure
+from semiseg.metrics import mean_std_text as _fmt
 
 GOAL_POINTS = 3.0  # the gain a method must show over its twin and over supervised (issue: "≥ 3 Dice points")
 
@@ -132,12 +133,6 @@ def _points(ms: dict) -> dict:
     """A fraction's mean ± std in points; null (NaN written to JSON) stays NaN."""
     nan = float("nan")
     return {k: nan if ms[k] is None else 100 * ms[k] for k in ("mean", "std")} | {"n": ms["n"]}
-
-
-def _fmt(ms: dict, sign: bool = False) -> str:
-    if ms["mean"] != ms["mean"]:
-        return "n/a"
-    return f"{ms['mean']:{'+' if sign else ''}.1f} ± {ms['std']:.1f}"
 
 
 def _errorbar(ax, x, values, color, label, style="-"):

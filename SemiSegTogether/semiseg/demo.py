@@ -21,6 +21,7 @@ from semiseg.devices import resolve_device
 from semiseg.evaluate import evaluate_folder
 from semiseg.infer import predict_volume
 from semiseg.io import read_label, read_volume, write_volume
+from semiseg.metrics import mean_std_text as _fmt
 from semiseg.model import load_model
 from semiseg.ownership import GeneratedFolder
 from semiseg.overlays import overlay_planes
@@ -127,9 +128,6 @@ def pool_gain_lines(summaries: dict) -> list[str]:
 
 
 def _report(ds, rows, summaries, predicted, sizes, figure, device, iterations, patch, n_filters, seconds) -> str:
-    def cell(s, scale=1.0):
-        return f"{s['mean'] * scale:.1f} ± {s['std'] * scale:.1f}"
-
     structures = list(ds.foreground_labels)
     lines = [
         "# SemiSeg demo report", "",
@@ -146,7 +144,7 @@ def _report(ds, rows, summaries, predicted, sizes, figure, device, iterations, p
     ]
     for method, summary in summaries.items():
         s = summary["summary"]
-        lines.append(f"| {method} | " + " | ".join(f"{cell(s[n]['dice'], 100)} | {cell(s[n]['hd95_mm'])}"
+        lines.append(f"| {method} | " + " | ".join(f"{_fmt(s[n]['dice'], 100)} | {_fmt(s[n]['hd95_mm'])}"
                                                    for n in structures) + " |")
     lines += ["", *_missed(ds, summaries, predicted, sizes, iterations),
               "## Mean over structures", "",
@@ -156,8 +154,8 @@ def _report(ds, rows, summaries, predicted, sizes, figure, device, iterations, p
               "|---|---|---|---|---|---|---|---|"]
     for method, mean, result, infer_s in rows:
         best = f"{100 * result.best_dice:.1f}" if result.best_dice is not None else "–"
-        lines.append(f"| {method} | {cell(mean['dice'], 100)} | {cell(mean['jaccard'], 100)} | "
-                     f"{cell(mean['hd95_mm'])} | {cell(mean['asd_mm'])} | {best} | {result.seconds:.0f} | "
+        lines.append(f"| {method} | {_fmt(mean['dice'], 100)} | {_fmt(mean['jaccard'], 100)} | "
+                     f"{_fmt(mean['hd95_mm'])} | {_fmt(mean['asd_mm'])} | {best} | {result.seconds:.0f} | "
                      f"{infer_s:.2f} |")
     lines += ["", "`s / volume` is the sliding window alone (preprocessing to label map, model already loaded).", "",
               *pool_gain_lines(summaries),

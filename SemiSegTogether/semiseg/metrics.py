@@ -176,6 +176,13 @@ def summarize(
     return summary
 
 
+def mean_std_text(s: Mapping[str, float], scale: float = 1.0, digits: int = 1, sign: bool = False) -> str:
+    """A `summarize` entry (or any {"mean", "std"}) as "m ± s" for a report; "n/a" when nothing was averaged."""
+    if s["mean"] != s["mean"]:
+        return "n/a"
+    return f"{s['mean'] * scale:{'+' if sign else ''}.{digits}f} ± {s['std'] * scale:.{digits}f}"
+
+
 def evaluate_predictions(
     pairs: Sequence[tuple[str, str | Path, str | Path]],
     labels: Mapping[str, int],
