@@ -184,6 +184,45 @@ def test_a_stopped_benchmark_keeps_a_partial_report_that_resume_completes(tiny_d
         bench(replace(settings, seeds=[0], resume=True))
 
 
+def test_a_stopped_resume_keeps_the_runs_it_had_not_reached_yet(tiny_dataset, tmp_path, monkeypatch):
+    """The report rewritten after a run holds every run --resume can reuse, also those listed after the runs
+    that train: stopped before it reaches them, the benchmark must not drop them (nor a later --resume)."""
+    from dataclasses import replace
+
+    import semiseg.bench as bench_module
+    settings = BenchSettings(data=tiny_dataset, name="order", methods=["supervised"], seeds=[0], profile="smoke",
+                             out=tmp_path / "docs", workdir=tmp_path / "work", device="cpu", progress=False,
+                             twins=False)
+    bench(settings)
+    real = bench_module._run_one
+
+    def stopped_at_seed_5(s, p, ds, variant, method, options, seed, *rest):
+        if seed == 5:
+            raise KeyboardInterrupt
+        return real(s, p, ds, variant, method, options, seed, *rest)
+
+    monkeypatch.setattr(bench_module, "_run_one", stopped_at_seed_5)
+    with pytest.raises(KeyboardInterrupt):  # trains mean-teacher seed 0, stops at its seed 5
+        bench(replace(settings, methods=["mean-teacher", "supervised"], seeds=[0, 5], resume=True))
+    results = json.loads((tmp_path / "docs" / "order" / "results.json").read_text(encoding="utf-8"))
+    assert [(r["method"], r["seed"]) for r in results["runs"]] == [("mean-teacher", 0), ("supervised", 0)]
+    assert results["finished_runs"] == [2, 4]
+
+
+def test_a_method_whose_revision_changed_trains_again(bench_run, tmp_path, monkeypatch):
+    import shutil
+    from dataclasses import replace
+
+    from semiseg.methods.mean_teacher import MeanTeacher
+    settings, report, _ = bench_run
+    docs = tmp_path / "docs"
+    shutil.copytree(report.parent, docs / settings.name)
+    monkeypatch.setattr(MeanTeacher, "revision", MeanTeacher.revision + 1)
+    bench(replace(settings, out=docs, workdir=tmp_path / "work", resume=True, seeds=[0]))
+    trained = sorted(f.name for f in (tmp_path / "work" / "runs").iterdir())
+    assert trained == ["mean-teacher-s0.json", "mean-teacher-unlabeled-false-s0.json"]  # not supervised
+
+
 def test_missing_distances_are_left_out_also_when_read_back_from_json():
     """A missed structure has no HD95: NaN in a fresh run, null in one --resume reads back from its record."""
     from semiseg.bench import _seed_means

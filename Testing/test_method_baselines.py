@@ -97,6 +97,19 @@ def test_unlabeled_consistency_reaches_the_student_and_not_the_teacher():
     assert not torch.allclose(grads[0], grads[1])
 
 
+def test_student_sees_labeled_and_unlabeled_patches_in_one_pass():
+    # UA-MT's `model(volume_batch)`: one forward over both halves, so BatchNorm normalises them together;
+    # the twin passes the labeled half alone.
+    sizes = {}
+    for twin in (False, True):
+        method = build_method("mean-teacher", context(unlabeled=not twin))
+        seen = []
+        method.net.register_forward_hook(lambda module, args, out: seen.append(args[0].shape[0]))
+        method.training_step(*batch(b=2), 10)
+        sizes[twin] = seen
+    assert sizes == {False: [4], True: [2]}
+
+
 def test_consistency_weight_follows_the_sigmoid_ramp():
     method = build_method("mean-teacher", context(consistency=0.1, rampup=0.5))
     assert method.consistency_weight(0) == pytest.approx(0.1 * sigmoid_rampup(0, 50))

@@ -148,7 +148,6 @@ def bench(s: BenchSettings) -> Path:
         raise ConfigError(f"{s.data}: the test split has no labels to evaluate against")
     peer_runs = [r for f in s.peers or [] for r in _read_peer(f)]  # read first: a bad file fails before training
     reported = reported_runs(report_dir) if s.resume else []
-    runs = []
     todo = []
     for variant in s.methods:
         method, own = parse_variant(variant)
@@ -159,18 +158,50 @@ def bench(s: BenchSettings) -> Path:
         raise ConfigError("--methods: no method to run")
     clock = RunClock(len(todo))
     method_of = {twin_of(v): v for v in s.methods if twin_of(v)}
-    for variant, method, options, seed in todo:
+    done = _reusable(s, p, todo, method_of, device, work, report_dir, reported) if s.resume else {}
+    if done:  # before any training, so that a benchmark stopped in its next run still reports these
+        report = _write_report(s, p, ds, _in_order(done), peer_runs, len(todo), device, report_dir)
+    for i, (variant, method, options, seed) in enumerate(todo):
         if s.progress:
             print(f"semiseg bench: {clock.line(f'{variant} seed {seed}')}", file=sys.stderr, flush=True)
+        if i in done:
+            clock.finished(0.0, True)
+            continue
         run_start = time.perf_counter()
-        inherited = _inherited(s, runs, method_of.get(variant), seed)
+        inherited = _inherited(s, _in_order(done), method_of.get(variant), seed)
         run, reused = _cached_run(s, p, ds, variant, method, options, seed, device, work, inherited, report_dir,
                                   reported)
         clock.finished(time.perf_counter() - run_start, reused)
-        runs.append(run)
-        if not reused or len(runs) == len(todo):
-            report = _write_report(s, p, ds, runs, peer_runs, len(todo), device, report_dir)
+        done[i] = run
+        if not reused or len(done) == len(todo):
+            report = _write_report(s, p, ds, _in_order(done), peer_runs, len(todo), device, report_dir)
     return report
+
+
+def _in_order(done: dict[int, dict]) -> list[dict]:
+    return [done[i] for i in sorted(done)]
+
+
+def _reusable(s, p, todo, method_of, device, work, report_dir, reported) -> dict[int, dict]:
+    """Under --resume, the runs of `todo` (by position) that are finished already, in the work folder or the
+    earlier report. Found before anything trains: the report rewritten after the next run must keep them, or a
+    benchmark stopped before it reached them would drop them from its report, and a later --resume with them."""
+    found: dict[int, dict] = {}
+    for i, (variant, method, options, seed) in enumerate(todo):
+        parent = method_of.get(variant)
+        if parent is not None and s.time_seconds is not None and \
+                not any(r["method"] == parent and r["seed"] == seed for r in found.values()):
+            continue  # a twin's key holds its method's plan, unknown until that run is done
+        inherited = _inherited(s, _in_order(found), parent, seed)
+        key = run_key(s, p, method, options, seed, device, inherited, report_dir)
+        run = finished_run(_record_path(work, variant, seed), key, reported)
+        if run is not None:
+            found[i] = run
+    return found
+
+
+def _record_path(work: Path, variant: str, seed: int) -> Path:
+    return work / "runs" / f"{slug(variant)}-s{seed}.json"
 
 
 def _write_report(s, p, ds, runs, peer_runs, total_runs, device, report_dir) -> Path:
@@ -297,7 +328,7 @@ def _cached_run(s, p, ds, variant, method, options, seed, device, work, inherite
     report (semiseg.bench_resume); each run is recorded as soon as it ends, so an interrupted benchmark loses at
     most the run in progress."""
     key = run_key(s, p, method, options, seed, device, inherited, report_dir)
-    record = work / "runs" / f"{slug(variant)}-s{seed}.json"
+    record = _record_path(work, variant, seed)
     if s.resume and (run := finished_run(record, key, reported)) is not None:
         return run, True
     started = time.perf_counter()

@@ -1,8 +1,8 @@
 """What `semiseg bench --resume` reuses: a finished run whose settings are exactly those of the run it would do.
 
-A run's settings (its key: data, profile, method, options, seed, device, engine version, budget and, under
---time, what a twin inherits from its method) are written twice: in the run's record in the work folder, as
-soon as the run ends, and in the report's results.json beside the run. The work folder holds models and
+A run's settings (its key: data, profile, method and its revision, options, seed, device, engine version,
+budget and, under --time, what a twin inherits from its method) are written twice: in the run's record in the
+work folder, as soon as the run ends, and in the report's results.json beside the run. The work folder holds models and
 predictions and stays on the machine that trained; the report is what gets committed. So a benchmark of hours
 continues on another machine, or in another checkout, from the report alone: its finished runs are read back
 from results.json, and only the missing ones train.
@@ -20,6 +20,7 @@ from pathlib import Path
 from semiseg import __version__
 from semiseg.atomic import atomic_path
 from semiseg.events import _clean
+from semiseg.methods import method_class
 
 
 def run_key(s, p: dict, method: str, options: dict, seed: int, device, inherited: dict | None,
@@ -35,6 +36,9 @@ def run_key(s, p: dict, method: str, options: dict, seed: int, device, inherited
         key.update(time_seconds=s.time_seconds, inherited=inherited)
     if s.pool_truth is not None:
         key["pool_truth"] = portable(s.pool_truth)
+    revision = method_class(method).revision
+    if revision != 1:  # absent at 1, so that runs from before revisions existed keep their keys
+        key["revision"] = revision
     return json.loads(json.dumps(_clean(key)))  # as it reads back from JSON
 
 

@@ -71,6 +71,9 @@ class Method(nn.Module):
 
     name = "base"
     description = ""
+    # Bumped when a change to the method changes its results, so that `semiseg bench --resume` (which reuses a
+    # finished run whose settings match) trains it again.
+    revision = 1
     defaults: dict[str, Any] = {}
     option_help: dict[str, str] = {}
     # Optional optimiser the authors used, e.g. {"optimizer": "adam", "lr": 1e-3}; the loop applies

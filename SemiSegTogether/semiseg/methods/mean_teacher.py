@@ -18,6 +18,7 @@ from semiseg.nets import build_network
 
 class MeanTeacher(Method):
     name = "mean-teacher"
+    revision = 2  # 2: one student pass over the labeled and unlabeled patches together
     description = "EMA teacher gives targets on unlabeled data; student matches its softmax (consistency)."
     defaults = {"n_filters": 16, "norm": "batch", "dropout": 0.0, "ema_decay": 0.99, "consistency": 0.1,
                 "rampup": 0.4, "noise": 0.1, "inference": "student"}
@@ -44,11 +45,16 @@ class MeanTeacher(Method):
         return self.opts["consistency"] * sigmoid_rampup(step, length)
 
     def training_step(self, labeled, unlabeled, step):
-        supervised = dice_ce_loss(self.step_net(labeled["image"]), labeled["label"])
         unlabeled = self.unlabeled_batch(unlabeled)
         if unlabeled is None:  # the supervised twin: no consistency (the teacher still follows the student)
+            supervised = dice_ce_loss(self.step_net(labeled["image"]), labeled["label"])
             return {"total": supervised, "supervised": supervised.detach()}
-        student_u = self.step_net(unlabeled["image"])
+        # One student pass over labeled and unlabeled patches together, as UA-MT's `model(volume_batch)`: its
+        # BatchNorm sees the whole batch, and one pass costs less than two on small CPU patches.
+        n = labeled["image"].shape[0]
+        student = self.step_net(torch.cat([labeled["image"], unlabeled["image"]]))
+        supervised = dice_ce_loss(student[:n], labeled["label"])
+        student_u = student[n:]
         with torch.no_grad():
             # Teacher in eval mode: it uses its EMA'd BatchNorm statistics, not the batch's.
             self.teacher.eval()
