@@ -2,10 +2,10 @@
 
 A run's settings (its key: data, profile, method and its revision, options, seed, device, engine version,
 budget and, under --time, what a twin inherits from its method) are written twice: in the run's record in the
-work folder, as soon as the run ends, and in the report's results.json beside the run. The work folder holds models and
-predictions and stays on the machine that trained; the report is what gets committed. So a benchmark of hours
-continues on another machine, or in another checkout, from the report alone: its finished runs are read back
-from results.json, and only the missing ones train.
+work folder, as soon as the run ends, and in the report's results.json beside the run. The work folder holds
+models and predictions and stays on the machine that trained; the report is what gets committed. So a benchmark
+of hours continues on another machine, or in another checkout, from the report alone: its finished runs are read
+back from results.json, and only the missing ones train.
 
 Paths in a key are relative to the report folder, so that the same data beside the same report gives the same
 key on every machine.
