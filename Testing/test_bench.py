@@ -157,9 +157,8 @@ def test_peer_runs_are_reported_beside_the_methods(bench_run, tmp_path):
                       peers=[tmp_path / "bad.json"]))
 
 
-def test_a_stopped_benchmark_keeps_a_partial_report_that_resume_completes(tiny_dataset, tmp_path, monkeypatch):
-    from dataclasses import replace
-
+def stop_at_seed_5(monkeypatch):
+    """Runs train as usual, except that seed 5 stops the benchmark as Ctrl-C would."""
     import semiseg.bench as bench_module
     real = bench_module._run_one
 
@@ -169,6 +168,12 @@ def test_a_stopped_benchmark_keeps_a_partial_report_that_resume_completes(tiny_d
         return real(s, p, ds, variant, method, options, seed, *rest)
 
     monkeypatch.setattr(bench_module, "_run_one", stopped_at_seed_5)
+
+
+def test_a_stopped_benchmark_keeps_a_partial_report_that_resume_completes(tiny_dataset, tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    stop_at_seed_5(monkeypatch)
     settings = BenchSettings(data=tiny_dataset, name="partial", methods=["supervised"], seeds=[0, 5], profile="smoke",
                              out=tmp_path / "docs", workdir=tmp_path / "work", device="cpu", progress=False)
     with pytest.raises(KeyboardInterrupt):
@@ -189,19 +194,11 @@ def test_a_stopped_resume_keeps_the_runs_it_had_not_reached_yet(tiny_dataset, tm
     that train: stopped before it reaches them, the benchmark must not drop them (nor a later --resume)."""
     from dataclasses import replace
 
-    import semiseg.bench as bench_module
     settings = BenchSettings(data=tiny_dataset, name="order", methods=["supervised"], seeds=[0], profile="smoke",
                              out=tmp_path / "docs", workdir=tmp_path / "work", device="cpu", progress=False,
                              twins=False)
     bench(settings)
-    real = bench_module._run_one
-
-    def stopped_at_seed_5(s, p, ds, variant, method, options, seed, *rest):
-        if seed == 5:
-            raise KeyboardInterrupt
-        return real(s, p, ds, variant, method, options, seed, *rest)
-
-    monkeypatch.setattr(bench_module, "_run_one", stopped_at_seed_5)
+    stop_at_seed_5(monkeypatch)
     with pytest.raises(KeyboardInterrupt):  # trains mean-teacher seed 0, stops at its seed 5
         bench(replace(settings, methods=["mean-teacher", "supervised"], seeds=[0, 5], resume=True))
     results = json.loads((tmp_path / "docs" / "order" / "results.json").read_text(encoding="utf-8"))
