@@ -98,6 +98,30 @@ def test_a_budget_too_small_says_what_would_do(planning_data, monkeypatch):
     assert all(s <= max(n, thinnest / 3) + 1e-6 for s, n in zip(p.spacing, native))
 
 
+def test_a_probe_that_disagrees_with_the_extrapolation_never_leaves_a_plan_short_of_its_goal(planning_data,
+                                                                                           monkeypatch):
+    """Real steps grow faster than the cost model's voxels x width² (caches, memory bandwidth): each probe then
+    moves the choice, and the planner must end on a candidate whose own measurement affords the goal, without
+    probing any candidate twice (it once stopped after three probes on a choice its last probe had refuted:
+    484 of 1000 iterations on la-dev)."""
+    probed = []
+
+    def superlinear(method, context, patch, batch_labeled, batch_unlabeled, device, settings, steps=2):
+        t = fake_probe(method, context, patch, batch_labeled, batch_unlabeled, device, settings, steps)
+        units = float(np.prod(patch)) * (batch_labeled + batch_unlabeled) * context.options["n_filters"] ** 2
+        step = t.step_seconds * (units / 1e6) ** 0.5
+        probed.append((tuple(patch), context.options["n_filters"]))
+        return replace(t, step_seconds=step, first_seconds=step)
+
+    monkeypatch.setattr(plan_module, "probe", superlinear)
+    for budget in (300, 600, 2400):
+        probed.clear()
+        p = make_plan(config(planning_data, threads=1), budget, memory_mb=1e5)
+        assert p.feasible, p.message
+        assert p.iterations >= plan_module.GOAL_ITERATIONS, (budget, p.iterations, probed)
+        assert len(probed) == len(set(probed)), probed
+
+
 def test_plan_fits_a_memory_limit(planning_data, fake):
     free = make_plan(config(planning_data), 1200, memory_mb=1e5)
     limit = free.peak_memory_mb - 0.5 * _step_mb(free)

@@ -296,21 +296,33 @@ def make_plan(cfg: TrainConfig, budget_seconds: float | None, memory_mb: float |
     torch.set_num_threads(threads)
     uses_unlabeled = timing.uses_unlabeled
     cache = _cache_mb(fp, device)
-    model = _CostModel(timing, measured, uses_unlabeled, n_val, fp, cfg.val_overlap, baseline_mb, cache,
-                       _memory_rate(probes, uses_unlabeled))
-    chosen = None
-    for _ in range(3):  # choose, re-probe at the chosen size, choose again with that measurement
+    timings = {_key(measured): (measured, timing)}  # every candidate probed so far, by its settings
+
+    def model_for(cand: Candidate) -> _CostModel:
+        """The candidate's own measurement, or the probe nearest to it in cost scaled to it."""
+        own = timings.get(_key(cand))
+        near = own or min(timings.values(), key=lambda ct: abs(math.log(cand.cost(uses_unlabeled) /
+                                                                         ct[0].cost(uses_unlabeled))))
+        return _CostModel(near[1], near[0], uses_unlabeled, n_val, fp, cfg.val_overlap, baseline_mb, cache,
+                          _memory_rate(probes, uses_unlabeled))
+
+    def choose(among: list[Candidate]) -> Candidate | None:
         elapsed = time.perf_counter() - start
-        choice = _choose(candidates, model, budget_seconds or math.inf, elapsed, goal, limit, fixed, cfg, reasons)
-        if choice is None or choice is measured:
-            chosen = choice
+        return _choose(among, model_for, budget_seconds or math.inf, elapsed, goal, limit, fixed, cfg, reasons)
+
+    # Choose, probe the choice, choose again with that measurement, until the choice has been measured. A probe
+    # is never repeated, and when three probes do not settle it, the choice is among the probed candidates
+    # only: the extrapolations disagreed, so only a candidate's own measurement is trusted.
+    for _ in range(3):
+        chosen = choose(candidates)
+        if chosen is None or _key(chosen) in timings:
             break
-        timing, measured = measure(choice), choice
-        model = _CostModel(timing, measured, uses_unlabeled, n_val, fp, cfg.val_overlap, baseline_mb, cache,
-                       _memory_rate(probes, uses_unlabeled))
-        chosen = choice
+        timings[_key(chosen)] = (chosen, measure(chosen))
+    else:
+        chosen = choose([c for c, _ in timings.values()])
     if chosen is None:
         chosen = min(candidates, key=lambda c: c.cost(uses_unlabeled))
+    model = model_for(chosen)
     torch.set_num_threads(threads_before)
     prep = _preparation_seconds(ds, fit_cases, val_cases, chosen, cfg)
     elapsed = time.perf_counter() - start
@@ -505,33 +517,31 @@ class _CostModel:
                 self.validation_seconds(cand) + self.export_seconds(cand))
 
 
-def _choose(candidates, model: _CostModel, budget: float, elapsed: float, goal: int, limit: float, fixed,
+def _choose(candidates, model_for, budget: float, elapsed: float, goal: int, limit: float, fixed,
             cfg: TrainConfig, reasons: dict) -> Candidate | None:
-    """The most expensive candidate that fits in memory and affords `goal` iterations; else the cheapest."""
+    """The most expensive candidate that fits in memory and affords `goal` iterations; else the cheapest.
+    `model_for(candidate)` is the cost model that predicts it."""
     fitting = []
     for cand in candidates:
-        cand = _fit_memory(cand, model, limit, fixed)
+        cand = _fit_memory(cand, model_for(cand), limit, fixed)
         if cand is not None:
             fitting.append(cand)
     if not fitting:
         reasons["memory"] = f"nothing fits in {limit:.0f} MB, even at batch 1 + 1 and patch 16 x 16 x 16"
         return None
+    uses_unlabeled = model_for(fitting[0]).uses_unlabeled
     # Prefer cost (finer grid x wider network), then the finer spacing.
-    fitting.sort(key=lambda c: (c.cost(model.uses_unlabeled), -(max(c.spacing) if c.spacing else 0)), reverse=True)
+    fitting.sort(key=lambda c: (c.cost(uses_unlabeled), -(max(c.spacing) if c.spacing else 0)), reverse=True)
     room = budget - elapsed
     for cand in fitting:
-        if model.schedule(cand, room, goal, fixed, cfg)["iterations"] >= goal:
-            return _same_or(cand, candidates, model)
-    return _same_or(fitting[-1], candidates, model)
+        if model_for(cand).schedule(cand, room, goal, fixed, cfg)["iterations"] >= goal:
+            return cand
+    return fitting[-1]
 
 
-def _same_or(cand: Candidate, candidates, model: _CostModel) -> Candidate:
-    """The measured candidate itself when equal (so the planner stops re-probing it)."""
-    if (cand.spacing, cand.width, cand.patch, cand.batch_labeled, cand.batch_unlabeled) == (
-            model.measured.spacing, model.measured.width, model.measured.patch, model.measured.batch_labeled,
-            model.measured.batch_unlabeled):
-        return model.measured
-    return cand
+def _key(cand: Candidate) -> tuple:
+    """A candidate's settings, hashable: two candidates with the same key are the same run."""
+    return (tuple(cand.spacing or ()), cand.width, tuple(cand.patch), cand.batch_labeled, cand.batch_unlabeled)
 
 
 def _fit_memory(cand: Candidate, model: _CostModel, limit: float, fixed) -> Candidate | None:
