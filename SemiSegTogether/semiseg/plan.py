@@ -12,7 +12,8 @@ the time as well, the same way for every method (no method is special-cased):
    the median case (at most 128 a side), shrunk and the batch lowered only when memory demands it;
 4. a short timing probe (semiseg.probe) of the method's own training step on this machine calibrates a cost
    model (time ∝ patch voxels × batch × width²); the most expensive candidate (finest grid × widest network)
-   that still affords GOAL_ITERATIONS is chosen, and re-probed at its own size before the iterations are fixed;
+   that still affords GOAL_ITERATIONS is chosen and probed at its own size, until a choice has its own probe
+   (at most three; none probed twice; if they do not settle it, only probed candidates may be chosen);
 5. iterations and the validation interval so that planning, data preparation, training, validation (about
    a tenth of the time) and the final export finish within the budget.
 
