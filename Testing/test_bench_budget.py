@@ -73,3 +73,20 @@ def test_time_and_iterations_together_are_refused(tiny_dataset, tmp_path, capsys
     code = main(["bench", "--data", str(tiny_dataset), "--name", "x", "--out", str(tmp_path), "--time", "5m",
                  "--iterations", "10"])
     assert code == 2 and "--time and --iterations" in capsys.readouterr().err
+
+
+def test_a_given_grid_patch_and_width_are_kept_by_every_runs_plan(tiny_dataset, tmp_path, monkeypatch):
+    """`bench --time T --spacing --patch --option n_filters=`: the planner's grid rule put aside, so that one
+    method's result at fixed grids can be compared under the same budget."""
+    monkeypatch.setattr(plan_module, "probe", slow_fake_probe)
+    monkeypatch.setattr(bench_module, "in_fresh_process", lambda fn, *args: fn(*args))
+    settings = BenchSettings(data=tiny_dataset, name="grid", methods=["supervised"], seeds=[0], profile="smoke",
+                             out=tmp_path / "docs", workdir=tmp_path / "work", device="cpu", progress=False,
+                             time_seconds=3600.0, twins=False, spacing=[1.25], patch=[16, 32, 32],
+                             options={"n_filters": 8}, command="semiseg bench --time 60m --spacing 1.25")
+    report = bench(settings)
+    run = json.loads((report.parent / "results.json").read_text(encoding="utf-8"))["runs"][0]
+    assert run["plan"]["spacing"] == [1.25, 1.25, 1.25] and run["plan"]["patch"] == [16, 32, 32]
+    assert run["plan"]["n_filters"] == 8 and run["key"]["profile"]["spacing"] == [1.25, 1.25, 1.25]
+    assert "the planner kept the given spacing 1.25 × 1.25 × 1.25 mm, patch [16, 32, 32], width 8" in \
+        report.read_text(encoding="utf-8")

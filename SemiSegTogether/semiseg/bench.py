@@ -93,6 +93,8 @@ class BenchSettings:
     twins: bool = True
     peers: list[Path] | None = None  # JSON files written by `semiseg peer`
     pool_truth: Path | None = None  # labels of the unlabeled cases: the pseudo-label measurement only
+    spacing: list[float] | None = None  # --spacing (x, y, z mm): the profile's, or kept as given by the planner
+    patch: list[int] | None = None  # --patch (d, h, w): likewise
 
     def profile_settings(self) -> dict:
         if self.profile not in PROFILES:
@@ -102,7 +104,16 @@ class BenchSettings:
             settings["iterations"] = self.iterations
             settings["val_every"] = max(1, min(settings["val_every"], self.iterations // 4 or 1))
         settings["options"] = {**settings["options"], **(self.options or {})}
+        if self.spacing:
+            settings["spacing"] = list(self.spacing) * (3 if len(self.spacing) == 1 else 1)
+        if self.patch:
+            settings["patch"] = list(self.patch)
         return settings
+
+    def given(self) -> set[str]:
+        """With --time: the settings the planner keeps as given (as `train --time --spacing ...` does)."""
+        flags = {"spacing": self.spacing, "patch": self.patch, "n_filters": (self.options or {}).get("n_filters")}
+        return {k for k, v in flags.items() if v is not None}
 
 
 def run_bench(args) -> Path:
@@ -119,7 +130,8 @@ def run_bench(args) -> Path:
         resume=args.resume, progress=not args.quiet,
         command="semiseg " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
         options=parse_variant(":" + ",".join(args.option or []))[1], twins=not args.no_twins,
-        peers=[Path(f) for f in args.peer or []], pool_truth=Path(args.pool_truth) if args.pool_truth else None)
+        peers=[Path(f) for f in args.peer or []], pool_truth=Path(args.pool_truth) if args.pool_truth else None,
+        spacing=args.spacing, patch=args.patch)
     return bench(settings)
 
 
@@ -374,7 +386,7 @@ def _run_one(s, p, ds, variant, method, options, seed, device, work, inherited) 
         result = in_fresh_process(train, cfg)
     else:
         cfg, fixed = with_inherited(cfg, inherited)
-        result = in_fresh_process(plan_and_train, cfg, s.time_seconds, fixed)
+        result = in_fresh_process(plan_and_train, cfg, s.time_seconds, fixed | s.given())
     run = {"method": variant, "seed": seed, "options": options, "train_seconds": result.seconds,
            "iterations": result.iterations,
            "iterations_per_second": result.iterations / max(result.step_seconds, 1e-9),
@@ -450,6 +462,7 @@ def _aggregate(s, p, ds, runs, device, seconds) -> dict:
         "dataset": {"path": str(s.data), "name": ds.name, "labeled": len(ds.training) - n_val, "validation": n_val,
                     "unlabeled": len(ds.unlabeled), "test": len(ds.test), "labels": ds.foreground_labels},
         "protocol": {**{k: v for k, v in p.items()}, "seeds": s.seeds, "lcc": s.lcc, "time_seconds": s.time_seconds,
+                     "given": sorted(s.given()) if s.time_seconds else [],
                      "checkpoint_rule": "best = highest mean validation Dice on labeled cases held out from "
                                         "training (never the test split); last = final iteration",
                      "device": device_text, "torch": torch.__version__},
@@ -518,9 +531,13 @@ def _partial_lines(r: dict) -> list[str]:
 def _settings_line(r: dict, spacing: str) -> str:
     p = r["protocol"]
     if p.get("time_seconds"):
+        values = {"spacing": f"spacing {spacing}", "patch": f"patch {p['patch']}",
+                  "n_filters": f"width {p['options'].get('n_filters')}"}
+        given = [text for k, text in values.items() if k in p.get("given", [])]
+        kept = f"kept the given {', '.join(given)} and " if given else ""
         return (f"- Budget: every run is `semiseg train --time {_time_flag(p['time_seconds'])}` on this machine "
-                f"(planning included): the planner chose each method's spacing, patch, batch, width, iterations "
-                f"and validation interval; each twin took its method's spacing, patch, batch and width (same seed) "
+                f"(planning included): the planner {kept}chose each method's spacing, patch, batch, width, "
+                f"iterations and validation interval{' otherwise' if given else ''}; each twin took its method's spacing, patch, batch and width (same seed) "
                 f"and was planned only for iterations (the plans are under Plans). Method options "
                 f"{p['options'] or 'defaults'}.")
     return (f"- Profile `{r['profile']}`: resampled to {spacing}; patch (d, h, w) {p['patch']}; {p['iterations']} "

@@ -559,11 +559,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--time", help="a wall-time budget per run, e.g. 10m: each run trains as `train --time` does "
                                   "(planned on this machine) and each twin on its method's spacing, patch, batch "
                                   "and width; replaces the profile's grid and iterations")
+    p.add_argument("--spacing", type=_csv_floats, metavar="MM",
+                   help="target spacing x,y,z (or one value) in mm for every run, instead of the profile's; with "
+                        "--time the planner keeps it, as `train --time --spacing` does")
+    p.add_argument("--patch", type=_csv_ints, metavar="D,H,W",
+                   help="patch size for every run, instead of the profile's; with --time the planner keeps it")
     p.add_argument("--device", default="auto")
     p.add_argument("--lcc", action="store_true", help="largest-connected-component post-processing")
     p.add_argument("--option", action="append", metavar="KEY=VALUE",
                    help="a method option for every method that has it (repeatable), e.g. dropout=0 for equal "
-                        "dropout; a variant's own options win")
+                        "dropout; a variant's own options win; with --time, n_filters=N is kept by the planner")
     p.add_argument("--peer", action="append", metavar="FILE",
                    help="runs of a peer tool from `semiseg peer` (repeatable), reported beside the methods")
     p.add_argument("--pool-truth", metavar="DIR",
