@@ -48,6 +48,23 @@ def test_report_structure(bench_run):
     assert "never the test split" in results["protocol"]["checkpoint_rule"]
 
 
+def test_the_report_names_the_machine_of_every_run(bench_run):
+    """A CPU's model, not "x86_64": two 2-core machines of the same architecture differ 2x in step time, and a
+    benchmark resumed in another session may finish on another machine."""
+    import torch
+
+    from semiseg.bench import _machines
+    from semiseg.devices import cpu_model, machine_name
+    _, report, results = bench_run
+    here = machine_name(torch.device("cpu"))
+    assert cpu_model() in here and {r["machine"] for r in results["runs"]} == {here}
+    assert f"- Device: {here}." in report.read_text(encoding="utf-8")
+    runs = [{"machine": "CPU A, 2 threads"}] * 2 + [{"machine": "CPU B, 2 threads"}, {}]
+    assert _machines(runs[:2], torch.device("cpu")) == "CPU A, 2 threads"
+    assert _machines(runs, torch.device("cpu")) == \
+        "CPU A, 2 threads (2 runs); CPU B, 2 threads (1 run); not recorded (1 run)"
+
+
 def test_numbers_equal_a_separate_evaluation(bench_run, tiny_dataset):
     settings, _, results = bench_run
     for method in settings.methods:

@@ -202,12 +202,12 @@ def simulate_seed(args, seed: int, report) -> None:
 
 def machine_line(device: str) -> str:
     import os
-    import platform
 
     import torch
 
+    from semiseg.devices import cpu_model
     from semiseg.process import load_average
-    return (f"Machine: {os.cpu_count()} {platform.machine()} cores, device {device}, torch {torch.__version__}, "
+    return (f"Machine: {os.cpu_count()} cores ({cpu_model()}), device {device}, torch {torch.__version__}, "
             f"{torch.get_num_threads()} thread(s) per process, load average {load_average():.1f} when this "
             f"process started.")
 

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import shlex
 import shutil
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -34,7 +34,7 @@ from semiseg.bench_budget import INHERITED, planned_settings, plan_and_train, wi
 from semiseg.bench_pool import pool_figure, pool_lines
 from semiseg.bench_resume import finished_run, reported_runs, run_key, save_record
 from semiseg.datasets import read_channels, validate_dataset
-from semiseg.devices import resolve_device
+from semiseg.devices import machine_name, resolve_device
 from semiseg.errors import ConfigError
 from semiseg.evaluate import evaluate_folder
 from semiseg.events import _clean
@@ -345,9 +345,18 @@ def _cached_run(s, p, ds, variant, method, options, seed, device, work, inherite
         return run, True
     started = time.perf_counter()
     run = _run_one(s, p, ds, variant, method, options, seed, device, work, inherited)
-    run.update(key=key, wall_seconds=time.perf_counter() - started)
+    run.update(key=key, wall_seconds=time.perf_counter() - started, machine=machine_name(device))
     save_record(record, run)
     return run, False
+
+
+def _machines(runs: list[dict], device: torch.device) -> str:
+    """Where the runs ran: one machine, or each with its run count, since a benchmark resumed in another session
+    may continue on another machine (runs recorded before the engine kept this: "not recorded")."""
+    counts = Counter(r.get("machine", "not recorded") for r in runs)
+    if len(counts) <= 1:
+        return next(iter(counts), machine_name(device))
+    return "; ".join(f"{name} ({n} run{'s' * (n != 1)})" for name, n in counts.items())
 
 
 def _run_seconds(run: dict) -> float:
@@ -454,9 +463,7 @@ def _aggregate(s, p, ds, runs, device, seconds) -> dict:
         table[method] = row
     paired = _paired(s.methods, runs)
     n_val = max(1, round(0.2 * len(ds.training))) if len(ds.training) >= 3 else 0
-    cpu = platform.processor() or platform.machine()
-    device_text = (torch.cuda.get_device_name(device) if device.type == "cuda"
-                   else f"CPU {cpu}, {torch.get_num_threads()} threads")
+    device_text = _machines([r for r in runs if "key" in r], device)
     return {
         "name": s.name, "engine_version": __version__, "command": s.command, "profile": s.profile,
         "dataset": {"path": str(s.data), "name": ds.name, "labeled": len(ds.training) - n_val, "validation": n_val,

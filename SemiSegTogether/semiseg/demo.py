@@ -8,16 +8,14 @@ its supervised twin (the supervised row), and an overlay figure in three planes.
 
 from __future__ import annotations
 
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from semiseg import __version__
 from semiseg.datasets import load_dataset, read_channels
-from semiseg.devices import resolve_device
+from semiseg.devices import machine_name, resolve_device
 from semiseg.evaluate import evaluate_folder
 from semiseg.infer import predict_volume
 from semiseg.io import read_label, read_volume, write_volume
@@ -134,7 +132,7 @@ def _report(ds, rows, summaries, predicted, sizes, figure, device, iterations, p
         f"Synthetic phantoms (`semiseg.synthetic`): {len(ds.training)} labeled (one held out for validation), "
         f"{len(ds.unlabeled)} unlabeled, {len(ds.test)} test cases; labels {', '.join(structures)}. V-Net "
         f"n_filters {n_filters}, patch {list(patch)}, {iterations} iterations per method, device `{device}` "
-        f"({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads), engine "
+        f"({machine_name(device)}), engine "
         f"{__version__}. Whole demo: {seconds / 60:.1f} min (wall time; on a machine shared with other jobs it "
         f"varies).", "",
         "## Per structure", "",

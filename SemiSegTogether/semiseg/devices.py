@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import platform
+from pathlib import Path
+
 import torch
 
 from semiseg.errors import ConfigError
@@ -27,3 +30,21 @@ def resolve_device(name: str = "auto") -> torch.device:
         return torch.device("cpu")
     raise ConfigError(f"--device {name}: expected auto, cpu, cuda, cuda:N or mps")
 
+
+
+def cpu_model() -> str:
+    """The CPU's model name ('Intel(R) Xeon(R) Processor'), not just its architecture: timings differ by model."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_name(device: torch.device) -> str:
+    """What a measurement ran on, for reports: the GPU's name, or the CPU's model and PyTorch's thread count."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU {cpu_model()}, {torch.get_num_threads()} threads"

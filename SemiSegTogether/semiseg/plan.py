@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from semiseg.datasets import load_dataset
-from semiseg.devices import resolve_device
+from semiseg.devices import cpu_model, resolve_device
 from semiseg.errors import ConfigError
 from semiseg.fingerprint import Fingerprint, fingerprint, max_spacing_for
 from semiseg.infer import window_count
@@ -91,7 +91,7 @@ def describe_device(device: torch.device) -> dict:
         free, total = torch.cuda.mem_get_info(device)
         return {"type": "cuda", "name": props.name, "memory_mb": total / 2**20, "available_mb": free / 2**20}
     meminfo = _meminfo()
-    return {"type": device.type, "name": _cpu_model(), "threads": torch.get_num_threads(),
+    return {"type": device.type, "name": cpu_model(), "threads": torch.get_num_threads(),
             "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
             "memory_mb": meminfo.get("MemTotal", 0.0), "available_mb": meminfo.get("MemAvailable", 0.0)}
 
@@ -102,17 +102,6 @@ def _meminfo() -> dict[str, float]:
     except OSError:
         return {}
     return {k: float(v.split()[0]) / 1024 for k, v in (line.split(":", 1) for line in lines)}
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-    return platform.processor() or platform.machine()
 
 
 # ---- the plan --------------------------------------------------------------------------------------
