@@ -13,7 +13,7 @@ def _ms(mean, std=0.01, n=3, improved=None):
     return out if improved is None else {**out, "improved": improved, "per_seed": []}
 
 
-def _report(folder, minutes, gain, name="LA", peer=False):
+def _report(folder, minutes, gain, name="LA", peer=False, title=None):
     c = {"method": _ms(0.70 + gain), "twin": _ms(0.70), "supervised": _ms(0.69),
          "gain_over_twin": _ms(gain, improved=3 if gain > 0 else 0),
          "gain_over_supervised": _ms(gain + 0.01, improved=3)}
@@ -22,7 +22,7 @@ def _report(folder, minutes, gain, name="LA", peer=False):
     if peer:
         methods["nnunet-v2 (peer)"] = {"train_seconds": _ms(1122.0), "best": {"dice": _ms(0.81, 0.0, 1)}}
         runs.append({"method": "nnunet-v2 (peer)", "options": {"peer": "nnunetv2"}})
-    results = {"name": f"la-{minutes}m", "dataset": {"name": name}, "protocol": {"time_seconds": 60.0 * minutes},
+    results = {"name": title or f"la-{minutes}m", "dataset": {"name": name}, "protocol": {"time_seconds": 60.0 * minutes},
                "methods": methods, "runs": runs, "paired": [{"method": "versemi", "twin": "versemi:unlabeled=false", "best": c,
                                                "last": c}]}
     folder.mkdir(parents=True)
@@ -44,6 +44,15 @@ def test_gain_against_budget_table_and_figure(tmp_path):
     # The outputs are replaced only on request.
     assert main(["gain", str(ten), "--out", str(tmp_path / "out")]) == 2
     assert main(["gain", str(ten), "--out", str(tmp_path / "out"), "--overwrite"]) == 0
+
+
+def test_a_rerun_at_the_same_budget_replaces_the_earlier_row_and_says_so(tmp_path):
+    first, rerun = _report(tmp_path / "a", 10, 0.001), _report(tmp_path / "b", 10, 0.03, title="la-10m-rerun")
+    rows = gain_rows(read_reports([first, rerun]))
+    assert len(rows) == 1 and rows[0]["report"] == "la-10m-rerun" and rows[0]["replaces"] == "la-10m"
+    assert rows[0]["gain_over_twin"]["mean"] == pytest.approx(3.0)
+    assert main(["gain", str(first), str(rerun), "--out", str(tmp_path / "out")]) == 0
+    assert "| `la-10m-rerun` (replaces `la-10m`) |" in (tmp_path / "out" / "gain.md").read_text(encoding="utf-8")
 
 
 def test_bad_reports_are_named(tmp_path, capsys):

@@ -41,17 +41,22 @@ def read_reports(paths: list[Path]) -> list[dict]:
 
 
 def gain_rows(reports: list[dict], ckpt: str = "best") -> list[dict]:
-    """Per method and budget: Dice of method, twin and supervised, and the paired gains, in Dice points."""
-    rows = []
-    for results in reports:
+    """Per method and budget: Dice of method, twin and supervised, and the paired gains, in Dice points. Where
+    two reports measured a method at the same budget, the one given later replaces the other (a rerun) and its
+    row says which it replaced."""
+    rows: dict[tuple, dict] = {}
+    for results in reports:  # by budget; at one budget in the order given
         for pair in results.get("paired", []):
             c = pair[ckpt]
             gains = {k: c[k] for k in ("gain_over_twin", "gain_over_supervised")}
-            rows.append({"method": pair["method"], "minutes": results["protocol"]["time_seconds"] / 60,
+            key = (pair["method"], results["protocol"]["time_seconds"] / 60)
+            earlier = rows.get(key)
+            rows[key] = {"method": key[0], "minutes": key[1], "report": results["name"],
+                         "replaces": earlier["report"] if earlier else None,
                          "method_dice": _points(c["method"]), "twin": _points(c["twin"]),
                          "supervised": _points(c["supervised"]), **{k: _points(g) for k, g in gains.items()},
-                         **{k.replace("gain", "improved"): f"{g['improved']}/{g['n']}" for k, g in gains.items()}})
-    return rows
+                         **{k.replace("gain", "improved"): f"{g['improved']}/{g['n']}" for k, g in gains.items()}}
+    return list(rows.values())
 
 
 def peer_points(reports: list[dict], ckpt: str = "best") -> list[dict]:
@@ -69,14 +74,15 @@ def peer_points(reports: list[dict], ckpt: str = "best") -> list[dict]:
 
 def gain_table(rows: list[dict], peers: list[dict]) -> list[str]:
     lines = ["| method | budget min | method Dice % | twin Dice % | supervised Dice % | gain over twin | seeds "
-             "improved | gain over supervised | seeds improved |", "|---|---|---|---|---|---|---|---|---|"]
+             "improved | gain over supervised | seeds improved | report |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: (r["method"], r["minutes"])):
+        source = f"`{r['report']}`" + (f" (replaces `{r['replaces']}`)" if r["replaces"] else "")
         lines.append(f"| {r['method']} | {r['minutes']:g} | {_fmt(r['method_dice'])} | {_fmt(r['twin'])} | "
                      f"{_fmt(r['supervised'])} | {_fmt(r['gain_over_twin'], sign=True)} | {r['improved_over_twin']} "
-                     f"| {_fmt(r['gain_over_supervised'], sign=True)} | {r['improved_over_supervised']} |")
+                     f"| {_fmt(r['gain_over_supervised'], sign=True)} | {r['improved_over_supervised']} | {source} |")
     for p in peers:
         lines.append(f"| {p['method']} (peer, its own training time) | {p['minutes']:.1f} | {_fmt(p['dice'])} | "
-                     f"| | | | | |")
+                     f"| | | | | | |")
     return lines
 
 
@@ -88,10 +94,10 @@ def gain_figure(rows: list[dict], peers: list[dict], path: Path, ckpt: str = "be
         _errorbar(left, x, [r["gain_over_twin"] for r in mine], color, method)
         _errorbar(right, x, [r["method_dice"] for r in mine], color, method)
         _errorbar(right, x, [r["twin"] for r in mine], color, f"{method}'s twin", style="--")
-    sup = {r["minutes"]: r["supervised"] for r in rows}
+    # Plain supervised of each report (two reports of one budget are two measurements of it).
+    sup = sorted({(r["minutes"], r["report"]): r["supervised"] for r in rows}.items(), key=lambda kv: kv[0])
     if sup:
-        minutes = sorted(sup)
-        _errorbar(right, minutes, [sup[m] for m in minutes], "black", "supervised", style=":")
+        _errorbar(right, [m for (m, _), _ in sup], [v for _, v in sup], "black", "supervised", style=":")
     for p in peers:
         right.errorbar([p["minutes"]], [p["dice"]["mean"]], yerr=[p["dice"]["std"]], fmt="*", color="grey",
                        markersize=11, label=p["method"])
