@@ -162,6 +162,33 @@ def test_explicit_settings_override_the_plan(planning_data, fake):
         make_plan(cfg, 600, fixed={"lr"})
 
 
+def test_one_slow_step_after_the_warm_up_does_not_set_the_steady_step(monkeypatch):
+    """A small patch's step is a tenth of a second and one of them is noisy: the probe times the steady step over
+    at least STEADY_SECONDS or MAX_STEADY_STEPS steps, so a slow second step weighs one part in many."""
+    import time
+
+    import torch
+
+    import semiseg.probe as probe_module
+    from semiseg.methods import MethodContext
+    durations = iter([0.05, 0.3] + [0.005] * 100)  # warm-up, a slow first steady step, then fast ones
+    calls = []
+
+    def step(*args):
+        calls.append(args[-1])
+        time.sleep(next(durations))
+
+    monkeypatch.setattr(probe_module, "optimiser_step", step)
+    context = MethodContext(task_classes=[[1]], options={"n_filters": 4})
+    settings = TrainConfig(data="unused", out="unused.semiseg", method="supervised", device="cpu")
+    timing = probe_module.probe("supervised", context, [16, 16, 16], 1, 1, torch.device("cpu"), settings, steps=1)
+    assert calls == list(range(1 + probe_module.MAX_STEADY_STEPS))  # 0.3 + 19 x 0.005 s < STEADY_SECONDS
+    assert timing.first_seconds >= 0.05 and timing.step_seconds < 0.3 / 4
+    calls.clear()
+    probe_module.probe("supervised", context, [16, 16, 16], 1, 1, torch.device("cpu"), settings, steps=0)
+    assert calls == [0]  # an estimate times the warm-up step alone
+
+
 def test_the_real_probe_on_tiny_data(tiny_dataset):
     """The real probe (the method's own training step on this machine): a complete, consistent plan."""
     p = make_plan(config(tiny_dataset, method="supervised", method_options={"n_filters": 4}), 300,

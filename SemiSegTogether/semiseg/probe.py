@@ -23,6 +23,12 @@ from semiseg.sampling import PatchStream, PreparedCase
 from semiseg.training.optimisation import Optimisation
 from semiseg.training.step import optimiser_step
 
+# A steady step is timed over at least this long (and at most this many steps): one step of a small patch is a
+# tenth of a second and a single one is noisy. On la-dev at 10 minutes, a run planned at 0.17 s a step
+# averaged 0.12 s and left a third of its budget unused; another, planned at 0.15 s, averaged 0.18 s and
+# was stopped at the budget 16 % short of its planned steps.
+STEADY_SECONDS = 1.5
+MAX_STEADY_STEPS = 20
 
 @dataclass
 class StepTiming:
@@ -37,8 +43,9 @@ class StepTiming:
 
 def probe(method: str, context: MethodContext, patch: list[int], batch_labeled: int, batch_unlabeled: int,
           device: torch.device, settings, steps: int = 2) -> StepTiming:
-    """Time `steps` steady steps (after one warm-up step; with 0, the warm-up step alone) of `method`;
-    `settings` is the run's TrainConfig (optimiser, augmentation, foreground ratio, AMP)."""
+    """Time at least `steps` steady steps (after one warm-up step; with 0, the warm-up step alone) of `method`,
+    and more while they add up to less than STEADY_SECONDS; `settings` is the run's TrainConfig (optimiser,
+    augmentation, foreground ratio, AMP)."""
     states = random.getstate(), np.random.get_state()
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(0)
@@ -62,9 +69,9 @@ def _probe(method_name, context, patch, batch_labeled, batch_unlabeled, device, 
         unlabeled = PatchStream(_random_cases(patch, context, 2, seed=2), patch, batch_unlabeled, seed=1,
                                 fg_ratio=0.0, augment=settings.augment, with_labels=False)
     times = []
-    for it in range(steps + 1):
+    while len(times) <= steps or (steps and sum(times[1:]) < STEADY_SECONDS and len(times) <= MAX_STEADY_STEPS):
         start = time.perf_counter()
-        optimiser_step(method, optimisation, labeled, unlabeled, device, fast, it)
+        optimiser_step(method, optimisation, labeled, unlabeled, device, fast, len(times))
         _sync(device)
         times.append(time.perf_counter() - start)
     peak = _peak_since(device, baseline)
