@@ -31,7 +31,6 @@ def resolve_device(name: str = "auto") -> torch.device:
     raise ConfigError(f"--device {name}: expected auto, cpu, cuda, cuda:N or mps")
 
 
-
 def cpu_model() -> str:
     """The CPU's model name ('Intel(R) Xeon(R) Processor'), not just its architecture: timings differ by model."""
     try:
