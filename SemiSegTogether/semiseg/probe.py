@@ -69,7 +69,7 @@ def _probe(method_name, context, patch, batch_labeled, batch_unlabeled, device, 
         unlabeled = PatchStream(_random_cases(patch, context, 2, seed=2), patch, batch_unlabeled, seed=1,
                                 fg_ratio=0.0, augment=settings.augment, with_labels=False)
     times = []
-    while len(times) <= steps or (steps and sum(times[1:]) < STEADY_SECONDS and len(times) <= MAX_STEADY_STEPS):
+    while _wants_another_step(times, steps):
         start = time.perf_counter()
         optimiser_step(method, optimisation, labeled, unlabeled, device, fast, len(times))
         _sync(device)
@@ -81,6 +81,14 @@ def _probe(method_name, context, patch, batch_labeled, batch_unlabeled, device, 
     return StepTiming(first_seconds=times[0], step_seconds=steady, window_seconds=window,
                       peak_mb=peak, parameters=parameters,
                       uses_unlabeled=unlabeled is not None)
+
+
+def _wants_another_step(times: list[float], steps: int) -> bool:
+    """The warm-up and `steps` steady steps first; then more while the steady ones (times[1:]) add up to less
+    than STEADY_SECONDS, up to MAX_STEADY_STEPS. An estimate (steps=0) times the warm-up alone."""
+    if len(times) <= steps:
+        return True
+    return steps > 0 and sum(times[1:]) < STEADY_SECONDS and len(times) <= MAX_STEADY_STEPS
 
 
 def forward_seconds(method: str, context: MethodContext, patch: list[int], device: torch.device, settings) -> float:
