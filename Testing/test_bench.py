@@ -239,7 +239,7 @@ def test_a_method_whose_revision_changed_trains_again(bench_run, tmp_path, monke
 
 def test_missing_distances_are_left_out_also_when_read_back_from_json():
     """A missed structure has no HD95: NaN in a fresh run, null in one --resume reads back from its record."""
-    from semiseg.bench import _seed_means
+    from semiseg.bench_paired import seed_means as _seed_means
     runs = [{"checkpoints": {"last": {"cases": {"a": {"hd95_mm": 4.0}, "b": {"hd95_mm": None},
                                                 "c": {"hd95_mm": float("nan")}}}}},
             {"checkpoints": {"last": {"cases": {"a": {"hd95_mm": None}}}}}]

@@ -31,8 +31,10 @@ import torch
 from semiseg import __version__
 from semiseg.atomic import atomic_path
 from semiseg.bench_budget import INHERITED, planned_settings, plan_and_train, with_inherited
+from semiseg.bench_paired import CHECKPOINTS, mean_std, paired, paired_table, seed_means
 from semiseg.bench_pool import pool_figure, pool_lines
-from semiseg.bench_resume import finished_run, reported_runs, run_key, save_record
+from semiseg.bench_resume import finished_run, portable, reported_runs, run_key, save_record
+from semiseg.bench_segment_pool import pool_score_lines, score_pool
 from semiseg.datasets import read_channels, validate_dataset
 from semiseg.devices import machine_name, resolve_device
 from semiseg.errors import ConfigError
@@ -69,7 +71,6 @@ PROFILES: dict[str, dict] = {
               "batch_unlabeled": 1, "overlap": 0.25, "options": {"n_filters": 4}},
 }
 METRICS = ("dice", "jaccard", "hd95_mm", "asd_mm", "hd95_vox", "asd_vox")
-CHECKPOINTS = ("best", "last")
 
 
 @dataclass
@@ -95,6 +96,7 @@ class BenchSettings:
     pool_truth: Path | None = None  # labels of the unlabeled cases: the pseudo-label measurement only
     spacing: list[float] | None = None  # --spacing (x, y, z mm): the profile's, or kept as given by the planner
     patch: list[int] | None = None  # --patch (d, h, w): likewise
+    score_pool: Path | None = None  # labels of the unlabeled cases: the final models' pool scores only
 
     def profile_settings(self) -> dict:
         if self.profile not in PROFILES:
@@ -131,7 +133,7 @@ def run_bench(args) -> Path:
         command="semiseg " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
         options=parse_variant(":" + ",".join(args.option or []))[1], twins=not args.no_twins,
         peers=[Path(f) for f in args.peer or []], pool_truth=Path(args.pool_truth) if args.pool_truth else None,
-        spacing=args.spacing, patch=args.patch)
+        spacing=args.spacing, patch=args.patch, score_pool=Path(args.score_pool) if args.score_pool else None)
     return bench(settings)
 
 
@@ -156,6 +158,7 @@ def bench(s: BenchSettings) -> Path:
     ds, _ = validate_dataset(s.data)  # check's rules, before any run
     if s.pool_truth is not None:
         with_pool_truth(ds.unlabeled, s.pool_truth)  # every pool case has its label, before any run
+    pool = with_pool_truth(ds.unlabeled, s.score_pool, "--score-pool") if s.score_pool is not None else []
     if not any(c.label is not None for c in ds.test):
         raise ConfigError(f"{s.data}: the test split has no labels to evaluate against")
     peer_runs = [r for f in s.peers or [] for r in _read_peer(f)]  # read first: a bad file fails before training
@@ -178,14 +181,17 @@ def bench(s: BenchSettings) -> Path:
             print(f"semiseg bench: {clock.line(f'{variant} seed {seed}')}", file=sys.stderr, flush=True)
         if i in done:
             clock.finished(0.0, True)
+            if _scored_on_pool(s, p, ds, pool, done[i], variant, seed, device, work, report_dir):
+                report = _write_report(s, p, ds, _in_order(done), peer_runs, len(todo), device, report_dir)
             continue
         run_start = time.perf_counter()
         inherited = _inherited(s, _in_order(done), method_of.get(variant), seed)
         run, reused = _cached_run(s, p, ds, variant, method, options, seed, device, work, inherited, report_dir,
                                   reported)
+        rescored = _scored_on_pool(s, p, ds, pool, run, variant, seed, device, work, report_dir)
         clock.finished(time.perf_counter() - run_start, reused)
         done[i] = run
-        if not reused or len(done) == len(todo):
+        if not reused or rescored or len(done) == len(todo):
             report = _write_report(s, p, ds, _in_order(done), peer_runs, len(todo), device, report_dir)
     return report
 
@@ -210,6 +216,22 @@ def _reusable(s, p, todo, method_of, device, work, report_dir, reported) -> dict
         if run is not None:
             found[i] = run
     return found
+
+
+def _scored_on_pool(s, p, ds, pool, run, variant, seed, device, work, report_dir) -> bool:
+    """With --score-pool: the run's best and last models segment the pool (semiseg.bench_segment_pool), kept in its
+    record; True if the run got its scores now."""
+    if not pool:
+        return False
+    tag = f"{slug(variant)}-s{seed}"
+    best = work / "models" / f"{tag}.semiseg"
+    last = best.with_name(f"{tag}-last.semiseg")
+    if not score_pool(run, {"best": best, "last": last if last.exists() else best}, pool,
+                      portable(s.score_pool, report_dir), ds.foreground_labels, set(ds.labels.values()), device,
+                      work / "predictions" / tag, p["overlap"], s.lcc):
+        return False
+    save_record(_record_path(work, variant, seed), run)
+    return True
 
 
 def _record_path(work: Path, variant: str, seed: int) -> Path:
@@ -433,35 +455,20 @@ def in_fresh_process(fn, *args):
         return pool.submit(fn, *args).result()
 
 
-def _seed_means(runs: list[dict], ckpt: str, key: str) -> list[float]:
-    """Per run: the mean over test cases of one metric, leaving out cases without it (NaN, or null in a run read
-    back from its JSON record under --resume: a missed structure has no surface distance)."""
-    out = []
-    for r in runs:
-        vals = [c[key] for c in r["checkpoints"][ckpt]["cases"].values() if c[key] is not None and c[key] == c[key]]
-        out.append(float(np.mean(vals)) if vals else float("nan"))
-    return out
-
-
-def _mean_std(values: list[float]) -> dict:
-    arr = np.array([v for v in values if v == v], dtype=float)
-    return {"mean": float(arr.mean()) if arr.size else float("nan"),
-            "std": float(arr.std(ddof=0)) if arr.size else float("nan"), "n": int(arr.size)}
-
-
 def _aggregate(s, p, ds, runs, device, seconds) -> dict:
     table = {}
     for method in s.methods:
         mruns = [r for r in runs if r["method"] == method]
-        row = {ckpt: {k: _mean_std(_seed_means(mruns, ckpt, k)) for k in METRICS} for ckpt in CHECKPOINTS}
-        row["train_seconds"] = _mean_std([r["train_seconds"] for r in mruns])
-        row["iterations_per_second"] = _mean_std([r["iterations_per_second"] for r in mruns])
-        row["iterations"] = _mean_std([r["iterations"] for r in mruns])
-        row["peak_memory_mb"] = _mean_std([r["peak_memory_mb"] for r in mruns])
-        row["infer_seconds_per_volume"] = _mean_std([r["checkpoints"]["best"]["infer_seconds_per_volume"]
+        row = {ckpt: {k: mean_std(seed_means(mruns, ckpt, k)) for k in METRICS} for ckpt in CHECKPOINTS}
+        row["train_seconds"] = mean_std([r["train_seconds"] for r in mruns])
+        row["iterations_per_second"] = mean_std([r["iterations_per_second"] for r in mruns])
+        row["iterations"] = mean_std([r["iterations"] for r in mruns])
+        row["peak_memory_mb"] = mean_std([r["peak_memory_mb"] for r in mruns])
+        row["infer_seconds_per_volume"] = mean_std([r["checkpoints"]["best"]["infer_seconds_per_volume"]
                                                      for r in mruns])
         table[method] = row
-    paired = _paired(s.methods, runs)
+    paired_rows = paired(_pairs(s.methods), s.methods, runs)
+    pool_rows = paired(_pairs(s.methods), s.methods, runs, field="pool") if any("pool" in r for r in runs) else []
     n_val = max(1, round(0.2 * len(ds.training))) if len(ds.training) >= 3 else 0
     device_text = _machines([r for r in runs if "key" in r], device)
     return {
@@ -473,58 +480,22 @@ def _aggregate(s, p, ds, runs, device, seconds) -> dict:
                      "checkpoint_rule": "best = highest mean validation Dice on labeled cases held out from "
                                         "training (never the test split); last = final iteration",
                      "device": device_text, "torch": torch.__version__},
-        "total_seconds": seconds, "methods": table, "paired": paired, "runs": runs,
+        "total_seconds": seconds, "methods": table, "paired": paired_rows, "pool_paired": pool_rows, "runs": runs,
     }
 
 
-def _dice_by_seed(runs: list[dict], variant: str, ckpt: str) -> dict[int, float]:
-    mruns = [r for r in runs if r["method"] == variant]
-    return dict(zip([r["seed"] for r in mruns], _seed_means(mruns, ckpt, "dice")))
+def _pairs(variants: list[str]) -> list[tuple[str, str]]:
+    """(method, twin) for each variant whose twin is in the benchmark."""
+    return [(v, twin_of(v)) for v in variants if twin_of(v) in variants]
 
 
-def _gain(ours: dict[int, float], theirs: dict[int, float]) -> dict:
-    """Per-seed differences on the seeds both have: mean ± std and how many are > 0."""
-    diffs = [ours[k] - theirs[k] for k in ours if k in theirs and ours[k] == ours[k] and theirs[k] == theirs[k]]
-    return {**_mean_std(diffs), "improved": sum(d > 0 for d in diffs), "per_seed": diffs}
-
-
-def _paired(variants: list[str], runs: list[dict]) -> list[dict]:
-    """For each variant that has its twin in the run: Dice of method, twin and supervised per checkpoint, and the
-    paired gains method − twin and method − supervised (same seed)."""
-    out = []
-    for v in variants:
-        twin = twin_of(v)
-        if twin not in variants:
-            continue
-        row = {"method": v, "twin": twin}
-        for ckpt in CHECKPOINTS:
-            ours, theirs = _dice_by_seed(runs, v, ckpt), _dice_by_seed(runs, twin, ckpt)
-            sup = _dice_by_seed(runs, "supervised", ckpt) if "supervised" in variants else {}
-            row[ckpt] = {"method": _mean_std(list(ours.values())), "twin": _mean_std(list(theirs.values())),
-                         "supervised": _mean_std(list(sup.values())), "gain_over_twin": _gain(ours, theirs),
-                         "gain_over_supervised": _gain(ours, sup)}
-        out.append(row)
-    return out
-
-
-def _paired_lines(paired: list[dict]) -> list[str]:
-    if not paired:
+def _paired_lines(rows: list[dict]) -> list[str]:
+    if not rows:
         return []
-    lines = ["## Does the unlabeled pool help? Each method against its supervised twin", "",
-             "The twin is the same method, network, options, optimiser, schedule, augmentation and budget with "
-             "every unlabeled term off (`unlabeled=false`); gains are paired by seed (method − twin, in Dice "
-             "points), with how many seeds improved.", "",
-             "| method | checkpoint | method Dice % | twin Dice % | supervised Dice % | gain over twin | seeds "
-             "improved | gain over supervised | seeds improved |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for row in paired:
-        for ckpt in CHECKPOINTS:
-            c = row[ckpt]
-            t, s = c["gain_over_twin"], c["gain_over_supervised"]
-            lines.append(f"| {row['method']} | {ckpt} | {_fmt(c['method'], 100)} | {_fmt(c['twin'], 100)} | "
-                         f"{_fmt(c['supervised'], 100)} | {_fmt(t, 100)} | {t['improved']}/{t['n']} | "
-                         f"{_fmt(s, 100)} | {s['improved']}/{s['n']} |")
-    return lines + [""]
+    return ["## Does the unlabeled pool help? Each method against its supervised twin", "",
+            "The twin is the same method, network, options, optimiser, schedule, augmentation and budget with "
+            "every unlabeled term off (`unlabeled=false`); gains are paired by seed (method − twin, in Dice "
+            "points), with how many seeds improved.", "", *paired_table(rows), ""]
 
 
 def _partial_lines(r: dict) -> list[str]:
@@ -582,6 +553,7 @@ def _report(r: dict) -> str:
         f"{r['total_seconds'] / 60:.1f} min of runs in all.", "",
         *_partial_lines(r),
         *_paired_lines(r.get("paired", [])),
+        *pool_score_lines(list(r["methods"]), r["runs"], r.get("pool_paired", [])),
         "## Protocol", "",
         f"- Data: `{d['path']}` ({d['name']}): {d['labeled']} labeled for training + {d['validation']} labeled "
         f"held out for validation, {d['unlabeled']} unlabeled, {d['test']} test cases; labels "

@@ -26,20 +26,22 @@ from semiseg.methods import method_class
 def run_key(s, p: dict, method: str, options: dict, seed: int, device, inherited: dict | None,
             report_dir: Path) -> dict:
     """The settings that decide a run's result (`s` is the bench's settings, `p` its profile's)."""
-    def portable(path) -> str:
-        return Path(os.path.relpath(Path(path).resolve(), Path(report_dir).resolve())).as_posix()
-
-    key = {"data": portable(s.data), "profile": {k: v for k, v in p.items() if k != "options"},
+    key = {"data": portable(s.data, report_dir), "profile": {k: v for k, v in p.items() if k != "options"},
            "method": method, "options": options, "seed": seed, "lcc": s.lcc, "device": str(device),
            "engine_version": __version__}
     if s.time_seconds is not None:
         key.update(time_seconds=s.time_seconds, inherited=inherited)
     if s.pool_truth is not None:
-        key["pool_truth"] = portable(s.pool_truth)
+        key["pool_truth"] = portable(s.pool_truth, report_dir)
     revision = method_class(method).revision
     if revision != 1:  # absent at 1, so that runs from before revisions existed keep their keys
         key["revision"] = revision
     return json.loads(json.dumps(_clean(key)))  # as it reads back from JSON
+
+
+def portable(path, report_dir: Path) -> str:
+    """`path` relative to the report folder: the same on every machine that has the data beside the report."""
+    return Path(os.path.relpath(Path(path).resolve(), Path(report_dir).resolve())).as_posix()
 
 
 def reported_runs(report_dir: Path) -> list[dict]:

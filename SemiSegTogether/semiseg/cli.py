@@ -575,6 +575,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="labels of the unlabeled cases (CASE.nii.gz), read only to measure each method's "
                         "pseudo-labels on the pool at every validation, never to train (costs a prediction per "
                         "pool case per validation)")
+    p.add_argument("--score-pool", metavar="DIR",
+                   help="labels of the unlabeled cases (CASE.nii.gz), read only to score each run's best and last "
+                        "models on the pool after training: what a user gets on the scans they did not label "
+                        "(no training time; added under --resume to finished runs whose models are in --workdir)")
     p.add_argument("--no-twins", action="store_true",
                    help="do not add each method's supervised twin (unlabeled=false) and plain supervised")
     p.add_argument("--out", help="folder that receives NAME/ (default: the current folder, so ./NAME/); by default "

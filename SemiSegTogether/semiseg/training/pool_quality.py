@@ -23,17 +23,18 @@ from semiseg.infer import predict_classes
 from semiseg.training.validation import dice
 
 
-def with_pool_truth(unlabeled: list[Case], folder: str | Path) -> list[Case]:
-    """The unlabeled cases, each with its truth from `folder` (named like the case: CASE.nii.gz, CASE.nrrd...)."""
+def with_pool_truth(unlabeled: list[Case], folder: str | Path, flag: str = "--pool-truth") -> list[Case]:
+    """The unlabeled cases, each with its truth from `folder` (named like the case: CASE.nii.gz, CASE.nrrd...);
+    an error names `flag`, the option that gave the folder."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise ConfigError(f"--pool-truth {folder}: not a folder")
+        raise ConfigError(f"{flag} {folder}: not a folder")
     found = {}
     for path in folder.iterdir():
         found.setdefault(path.name.split(".")[0], path)
     missing = [c.id for c in unlabeled if c.id not in found]
     if missing:
-        raise ConfigError(f"--pool-truth {folder}: no label for unlabeled case(s) {', '.join(missing[:5])}"
+        raise ConfigError(f"{flag} {folder}: no label for unlabeled case(s) {', '.join(missing[:5])}"
                           f"{' ...' if len(missing) > 5 else ''}")
     return [replace(c, label=found[c.id]) for c in unlabeled]
 
