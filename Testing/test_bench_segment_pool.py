@@ -48,10 +48,15 @@ def _results(settings):
     return json.loads((bench(settings).parent / "results.json").read_text(encoding="utf-8"))
 
 
-def test_resume_scores_the_finished_runs_on_the_pool_without_training_them_again(without_pool, pool_data):
+def test_resume_scores_the_finished_runs_on_the_pool_without_training_them_again(without_pool, pool_data, tmp_path):
     settings, before = without_pool
     assert all("pool" not in r for r in before["runs"])
-    after = _results(replace(settings, resume=True, score_pool=pool_data / "labelsUn_truth"))
+    peer = [{k: v for k, v in r.items() if k != "key"} | {"method": "nnunet-v2 (peer)"}
+            for r in before["runs"] if r["method"] == "supervised"]  # as `semiseg peer` writes them: no key
+    (tmp_path / "peer.json").write_text(json.dumps({"peer": "nnunetv2", "runs": peer}), encoding="utf-8")
+    after = _results(replace(settings, resume=True, score_pool=pool_data / "labelsUn_truth",
+                             peers=[tmp_path / "peer.json"]))
+    after["runs"] = [r for r in after["runs"] if "key" in r]
     assert [r["train_seconds"] for r in after["runs"]] == [r["train_seconds"] for r in before["runs"]]
     for run in after["runs"]:
         assert run["pool"]["truth"].endswith("labelsUn_truth")
@@ -59,6 +64,7 @@ def test_resume_scores_the_finished_runs_on_the_pool_without_training_them_again
     text = (settings.out / settings.name / "report.md").read_text(encoding="utf-8")
     assert "## Segmenting the unlabeled pool" in text and "| mean-teacher | last | 1 |" in text
     assert "Paired by seed on the pool" in text and after["pool_paired"][0]["method"] == "mean-teacher"
+    assert "not scored" not in text  # the peer tool's runs have no model of ours to score
 
 
 def test_pool_scores_equal_a_separate_evaluation_of_the_saved_predictions(without_pool, pool_data):
