@@ -465,7 +465,7 @@ def _aggregate(s, p, ds, runs, device, seconds) -> dict:
         row["iterations"] = mean_std([r["iterations"] for r in mruns])
         row["peak_memory_mb"] = mean_std([r["peak_memory_mb"] for r in mruns])
         row["infer_seconds_per_volume"] = mean_std([r["checkpoints"]["best"]["infer_seconds_per_volume"]
-                                                     for r in mruns])
+                                                    for r in mruns])
         table[method] = row
     paired_rows = paired(_pairs(s.methods), s.methods, runs)
     pool_rows = paired(_pairs(s.methods), s.methods, runs, field="pool") if any("pool" in r for r in runs) else []
