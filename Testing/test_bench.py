@@ -266,3 +266,15 @@ def test_resume_continues_from_the_committed_report_alone(bench_run, tmp_path):
     assert [r["seed"] for r in more["runs"] if r["method"] == "supervised"] == [0, 1, 2]
     assert (tmp_path / "new-work" / "runs" / "supervised-s2.json").is_file()  # only the new seed trained
     assert not (tmp_path / "new-work" / "runs" / "supervised-s0.json").exists()
+
+
+def test_a_given_validation_interval_replaces_the_profiles(tiny_dataset, tmp_path):
+    """`--val-every`: how often a run validates (and measures --pool-truth), for every run."""
+    settings = BenchSettings(data=tiny_dataset, name="every3", methods=["supervised"], seeds=[0], profile="smoke",
+                             iterations=6, val_every=3, out=tmp_path / "docs", workdir=tmp_path / "work",
+                             device="cpu", progress=False)
+    results = json.loads((bench(settings).parent / "results.json").read_text(encoding="utf-8"))
+    assert [it for it, _ in results["runs"][0]["validation_curve"]] == [3, 6]
+    from dataclasses import replace
+    with pytest.raises(ConfigError, match="--val-every 0"):
+        bench(replace(settings, val_every=0, out=tmp_path / "docs0"))

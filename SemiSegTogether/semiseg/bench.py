@@ -97,6 +97,7 @@ class BenchSettings:
     spacing: list[float] | None = None  # --spacing (x, y, z mm): the profile's, or kept as given by the planner
     patch: list[int] | None = None  # --patch (d, h, w): likewise
     score_pool: Path | None = None  # labels of the unlabeled cases: the final models' pool scores only
+    val_every: int | None = None  # --val-every: the profile's (scaled to --iterations), or the planner's
 
     def profile_settings(self) -> dict:
         if self.profile not in PROFILES:
@@ -105,6 +106,10 @@ class BenchSettings:
         if self.iterations:
             settings["iterations"] = self.iterations
             settings["val_every"] = max(1, min(settings["val_every"], self.iterations // 4 or 1))
+        if self.val_every is not None:
+            if self.val_every < 1:
+                raise ConfigError(f"--val-every {self.val_every}: expected a positive number of iterations")
+            settings["val_every"] = self.val_every
         settings["options"] = {**settings["options"], **(self.options or {})}
         if self.spacing:
             settings["spacing"] = list(self.spacing) * (3 if len(self.spacing) == 1 else 1)
@@ -114,7 +119,8 @@ class BenchSettings:
 
     def given(self) -> set[str]:
         """With --time: the settings the planner keeps as given (as `train --time --spacing ...` does)."""
-        flags = {"spacing": self.spacing, "patch": self.patch, "n_filters": (self.options or {}).get("n_filters")}
+        flags = {"spacing": self.spacing, "patch": self.patch, "n_filters": (self.options or {}).get("n_filters"),
+                 "val_every": self.val_every}
         return {k for k, v in flags.items() if v is not None}
 
 
@@ -133,7 +139,8 @@ def run_bench(args) -> Path:
         command="semiseg " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
         options=parse_variant(":" + ",".join(args.option or []))[1], twins=not args.no_twins,
         peers=[Path(f) for f in args.peer or []], pool_truth=Path(args.pool_truth) if args.pool_truth else None,
-        spacing=args.spacing, patch=args.patch, score_pool=Path(args.score_pool) if args.score_pool else None)
+        spacing=args.spacing, patch=args.patch, score_pool=Path(args.score_pool) if args.score_pool else None,
+        val_every=args.val_every)
     return bench(settings)
 
 
@@ -510,7 +517,8 @@ def _settings_line(r: dict, spacing: str) -> str:
     p = r["protocol"]
     if p.get("time_seconds"):
         values = {"spacing": f"spacing {spacing}", "patch": f"patch {p['patch']}",
-                  "n_filters": f"width {p['options'].get('n_filters')}"}
+                  "n_filters": f"width {p['options'].get('n_filters')}",
+                  "val_every": f"validation every {p['val_every']} iterations"}
         given = [text for k, text in values.items() if k in p.get("given", [])]
         kept = f"kept the given {', '.join(given)} and " if given else ""
         return (f"- Budget: every run is `semiseg train --time {_time_flag(p['time_seconds'])}` on this machine "

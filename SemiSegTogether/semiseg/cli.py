@@ -575,6 +575,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="labels of the unlabeled cases (CASE.nii.gz), read only to measure each method's "
                         "pseudo-labels on the pool at every validation, never to train (costs a prediction per "
                         "pool case per validation)")
+    p.add_argument("--val-every", type=int, metavar="N",
+                   help="validate (and measure --pool-truth) every N iterations, instead of the profile's or, with "
+                        "--time, the planner's (which then plans for it)")
     p.add_argument("--score-pool", metavar="DIR",
                    help="labels of the unlabeled cases (CASE.nii.gz), read only to score each run's best and last "
                         "models on the pool after training: what a user gets on the scans they did not label "
