@@ -523,8 +523,8 @@ def _settings_line(r: dict, spacing: str) -> str:
         kept = f"kept the given {', '.join(given)} and " if given else ""
         return (f"- Budget: every run is `semiseg train --time {_time_flag(p['time_seconds'])}` on this machine "
                 f"(planning included): the planner {kept}chose each method's spacing, patch, batch, width, "
-                f"iterations and validation interval{' otherwise' if given else ''}; each twin took its method's spacing, patch, batch and width (same seed) "
-                f"and was planned only for iterations (the plans are under Plans). Method options "
+                f"iterations and validation interval{' otherwise' if given else ''}; each twin took its method's "
+                f"spacing, patch, batch and width (same seed) and was planned only for iterations (the plans are under Plans). Method options "
                 f"{p['options'] or 'defaults'}.")
     return (f"- Profile `{r['profile']}`: resampled to {spacing}; patch (d, h, w) {p['patch']}; {p['iterations']} "
             f"iterations, batch {p['batch_labeled']} labeled + {p['batch_unlabeled']} unlabeled; validation every "
