@@ -524,8 +524,8 @@ def _settings_line(r: dict, spacing: str) -> str:
         return (f"- Budget: every run is `semiseg train --time {_time_flag(p['time_seconds'])}` on this machine "
                 f"(planning included): the planner {kept}chose each method's spacing, patch, batch, width, "
                 f"iterations and validation interval{' otherwise' if given else ''}; each twin took its method's "
-                f"spacing, patch, batch and width (same seed) and was planned only for iterations (the plans are under Plans). Method options "
-                f"{p['options'] or 'defaults'}.")
+                f"spacing, patch, batch and width (same seed) and was planned only for iterations (the plans are "
+                f"under Plans). Method options {p['options'] or 'defaults'}.")
     return (f"- Profile `{r['profile']}`: resampled to {spacing}; patch (d, h, w) {p['patch']}; {p['iterations']} "
             f"iterations, batch {p['batch_labeled']} labeled + {p['batch_unlabeled']} unlabeled; validation every "
             f"{p['val_every']} iterations; method options {p['options'] or 'defaults'}.")
