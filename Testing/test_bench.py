@@ -119,6 +119,11 @@ def test_twins_are_added_once_and_only_where_there_is_an_unlabeled_term():
         "supervised", "mean-teacher", "mean-teacher:unlabeled=false"]
     assert with_twins(["mean-teacher:unlabeled=false", "supervised", "mean-teacher", "ad"], add=False) == [
         "supervised", "mean-teacher", "mean-teacher:unlabeled=false", "ad"]
+    # Variants differing only in options the twin ignores share it; any other option stays in the twin.
+    assert twin_of("mean-teacher:consistency=10") == "mean-teacher:unlabeled=false"
+    assert twin_of("mean-teacher:consistency=10,dropout=0.1") == "mean-teacher:dropout=0.1,unlabeled=false"
+    assert with_twins(["mean-teacher", "mean-teacher:consistency=10"]) == [
+        "supervised", "mean-teacher", "mean-teacher:unlabeled=false", "mean-teacher:consistency=10"]
 
 
 def test_validation_never_uses_the_test_split(bench_run):

@@ -80,6 +80,27 @@ def test_twin_gets_no_gradient_from_unlabeled_images(name):
     assert not unlabeled_terms & set(handed)
 
 
+@pytest.mark.parametrize("name", [n for n in SMALL if type(build(n)).unlabeled_only])
+def test_options_a_twin_ignores_change_nothing_in_its_training(name):
+    # `semiseg bench` shares one twin among variants that differ only in `unlabeled_only` options: that is only
+    # honest if the twin trains bit for bit the same whatever they are.
+    cls = type(build(name))
+    other = {k: cls.defaults[k] * 3 + 0.5 for k in cls.unlabeled_only}
+    states = []
+    for options in ({}, other):
+        labeled, unlabeled = batches(shape=SHAPE.get(name, (16, 16, 16)))
+        twin = build(name, unlabeled=False, **options)
+        twin.train()
+        optimizer = torch.optim.SGD(twin.trainable().parameters(), lr=0.1)
+        for step in (0, ACTIVE_STEP, 500):  # 500: past the EMA decay's warm-up
+            torch.manual_seed(step)
+            twin.training_step(labeled, unlabeled, step)["total"].backward()
+            optimizer.step()
+            twin.after_optimizer_step(step)
+        states.append(twin.state_dict())
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+
+
 def test_mean_teacher_twin_is_its_supervised_term():
     # The method's student passes labeled and unlabeled patches together (UA-MT), so its supervised term has
     # other BatchNorm statistics; the twin's loss is the supervised term on the labeled patches alone.

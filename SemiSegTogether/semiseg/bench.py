@@ -179,7 +179,10 @@ def bench(s: BenchSettings) -> Path:
     if not todo:
         raise ConfigError("--methods: no method to run")
     clock = RunClock(len(todo))
-    method_of = {twin_of(v): v for v in s.methods if twin_of(v)}
+    method_of = {}  # twin → the first method it serves (it runs after that one, and inherits its plan)
+    for v in s.methods:
+        if twin_of(v):
+            method_of.setdefault(twin_of(v), v)
     done = _reusable(s, p, todo, method_of, device, work, report_dir, reported) if s.resume else {}
     if done:  # before any training, so that a benchmark stopped in its next run still reports these
         report = _write_report(s, p, ds, _in_order(done), peer_runs, len(todo), device, report_dir)
@@ -324,7 +327,12 @@ def twin_of(variant: str) -> str | None:
     method, own = parse_variant(variant)
     if method not in method_names() or own.get("unlabeled") is False or not method_class(method).learns_from(own):
         return None
-    return f"{variant},unlabeled=false" if own else f"{variant}:unlabeled=false"
+    # Options that only shape unlabeled terms change nothing in the twin: variants differing only in them
+    # share one twin (mean-teacher:consistency=10 → mean-teacher:unlabeled=false) instead of retraining it.
+    ignored = method_class(method).unlabeled_only
+    kept = [pair for pair in filter(None, variant.partition(":")[2].split(","))
+            if pair.partition("=")[0] not in ignored]
+    return f"{method}:{','.join([*kept, 'unlabeled=false'])}"
 
 
 def with_twins(variants: list[str], add: bool = True) -> list[str]:

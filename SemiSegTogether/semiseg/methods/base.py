@@ -152,6 +152,10 @@ class Method(nn.Module):
     def spread_parent_weights(self) -> None:
         """After `load_parent`: start the parts a package does not hold (a teacher, training-only decoders)."""
 
+    # Options read only by the unlabeled terms: a twin ignores them, so `semiseg bench` gives variants that differ
+    # only in these one shared twin.
+    unlabeled_only: frozenset[str] = frozenset()
+
     @property
     def is_twin(self) -> bool:
         """True for the supervised twin (`unlabeled: false`)."""

@@ -31,6 +31,8 @@ class MeanTeacher(Method):
         "inference": "student (as UA-MT reports) | teacher",
     }
 
+    unlabeled_only = frozenset({"consistency", "rampup", "noise"})  # the twin's teacher still uses ema_decay
+
     def __init__(self, context):
         super().__init__(context)
         self.net = build_network("vnet", in_channels=context.in_channels, n_classes=context.n_classes,
