@@ -283,3 +283,18 @@ def test_a_given_validation_interval_replaces_the_profiles(tiny_dataset, tmp_pat
     from dataclasses import replace
     with pytest.raises(ConfigError, match="--val-every 0"):
         bench(replace(settings, val_every=0, out=tmp_path / "docs0"))
+
+
+def test_paired_table_leaves_out_supervised_columns_only_without_supervised_runs():
+    from semiseg.bench_paired import paired, paired_table
+
+    def run(method, seed, dice):
+        return {"method": method, "seed": seed,
+                "checkpoints": {c: {"cases": {"a": {"dice": dice}}} for c in ("best", "last")}}
+    runs = [run("mean-teacher", 0, 0.8), run("mean-teacher:unlabeled=false", 0, 0.7), run("supervised", 0, 0.75)]
+    pairs = [("mean-teacher", "mean-teacher:unlabeled=false")]
+    alone = paired_table(paired(pairs, ["mean-teacher", "mean-teacher:unlabeled=false"], runs))
+    assert alone[:3] == ["| method | checkpoint | method Dice % | twin Dice % | gain over twin | seeds improved |",
+                         "|---|---|---|---|---|---|", "| mean-teacher | best | 80.0 ± 0.0 | 70.0 ± 0.0 | 10.0 ± 0.0 | 1/1 |"]
+    full = paired_table(paired(pairs, ["supervised", "mean-teacher", "mean-teacher:unlabeled=false"], runs))
+    assert full[2] == "| mean-teacher | best | 80.0 ± 0.0 | 70.0 ± 0.0 | 75.0 ± 0.0 | 10.0 ± 0.0 | 1/1 | 5.0 ± 0.0 | 1/1 |"

@@ -58,15 +58,22 @@ def paired(pairs: list[tuple[str, str]], variants: list[str], runs: list[dict],
 
 
 def paired_table(rows: list[dict]) -> list[str]:
-    """The paired figures as a Markdown table (Dice %, gains in points, seeds improved)."""
-    lines = ["| method | checkpoint | method Dice % | twin Dice % | supervised Dice % | gain over twin | seeds "
-             "improved | gain over supervised | seeds improved |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    """The paired figures as a Markdown table (Dice %, gains in points, seeds improved); without any supervised
+    run (`--no-twins` and no `supervised` listed) its columns are left out rather than filled with n/a."""
+    with_supervised = any(row[ckpt]["gain_over_supervised"]["n"] for row in rows for ckpt in CHECKPOINTS)
+    head = ["method", "checkpoint", "method Dice %", "twin Dice %", "gain over twin", "seeds improved"]
+    if with_supervised:
+        head[4:4] = ["supervised Dice %"]
+        head += ["gain over supervised", "seeds improved"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         for ckpt in CHECKPOINTS:
             c = row[ckpt]
             t, s = c["gain_over_twin"], c["gain_over_supervised"]
-            lines.append(f"| {row['method']} | {ckpt} | {_fmt(c['method'], 100)} | {_fmt(c['twin'], 100)} | "
-                         f"{_fmt(c['supervised'], 100)} | {_fmt(t, 100)} | {t['improved']}/{t['n']} | "
-                         f"{_fmt(s, 100)} | {s['improved']}/{s['n']} |")
+            cells = [row["method"], ckpt, _fmt(c["method"], 100), _fmt(c["twin"], 100), _fmt(t, 100),
+                     f"{t['improved']}/{t['n']}"]
+            if with_supervised:
+                cells[4:4] = [_fmt(c["supervised"], 100)]
+                cells += [_fmt(s, 100), f"{s['improved']}/{s['n']}"]
+            lines.append("| " + " | ".join(cells) + " |")
     return lines
