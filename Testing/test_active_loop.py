@@ -98,3 +98,20 @@ def test_report_only_keeps_the_machine_the_runs_ran_on(tmp_path):
                  "--workdir", str(work), "--seeds", "0", "--report-only"]) == 0
     text = (out / "README.md").read_text(encoding="utf-8")
     assert "Machine: the one it ran on." in text and "on la-dev" in text and str(tmp_path) not in text
+
+
+def test_arms_choose_what_runs_and_an_unknown_arm_exits_2(tmp_path, capsys):
+    import argparse
+
+    import pytest
+
+    from semiseg.active_loop import arms, main
+    settings = argparse.Namespace(arms=None, short_finetune_iterations=None)
+    assert arms(settings) == ["suggest + fine-tune", "random + fine-tune", "suggest + scratch"]
+    settings.short_finetune_iterations = 100
+    assert arms(settings)[-1] == "suggest + short fine-tune"
+    settings.arms = "suggest-fine-tune, suggest-short-fine-tune"
+    assert arms(settings) == ["suggest + fine-tune", "suggest + short fine-tune"]
+    with pytest.raises(SystemExit) as exit_:
+        main(["--data", str(tmp_path), "--truth", str(tmp_path), "--arms", "suggest-typical"])
+    assert exit_.value.code == 2 and "--arms: unknown suggest-typical" in capsys.readouterr().err

@@ -105,6 +105,12 @@ def test_suggest_command_ranks_the_whole_pool_with_reasons(capsys, tiny_model, t
                  "--strategy", "uncertain"]) == 0
     for r in json.loads(capsys.readouterr().out)["suggestions"]:
         assert r["strategy"] == "uncertain" and 0.0 <= r["score"] <= r["uncertainty"] <= 1.0
+    assert main(["suggest", "--model", str(tiny_model), "--data", str(tiny_dataset), "--json", "--device", "cpu",
+                 "--strategy", "typiclust"]) == 0
+    rows = json.loads(capsys.readouterr().out)["suggestions"]
+    assert sorted(r["id"] for r in rows) == sorted(r["id"] for r in printed["suggestions"])
+    for r in rows:
+        assert r["strategy"] == "typiclust" and 0.0 <= r["score"] <= 1.0 and "cluster" in r["reason"]
     assert main(["suggest", "--model", str(tiny_model), "--data", str(tiny_dataset), "-n", "2",
                  "--device", "cpu"]) == 0
     text = capsys.readouterr().out
@@ -143,5 +149,5 @@ def test_suggest_without_unlabeled_cases_exits_2(capsys, tiny_model, tiny_datase
 
 
 def test_suggest_names_the_strategies_it_knows(tiny_model, tiny_dataset):
-    with pytest.raises(ConfigError, match="typical, uncertain"):
+    with pytest.raises(ConfigError, match="typical, uncertain, typiclust"):
         suggest(tiny_model, tiny_dataset, strategy="random", device="cpu")

@@ -189,15 +189,31 @@ def simulate_seed(args, seed: int, report) -> None:
             tmp.write_text(json.dumps(_clean(result), indent=2) + "\n", encoding="utf-8")
         report()
     state = {s: {"model": start / "model.semiseg", "data": data, "picks": [], "parent": None} for s in STRATEGIES}
-    strategies = [s for s in STRATEGIES if s != SHORT or args.short_finetune_iterations]
+    chosen = arms(args)
     for rnd in range(1, args.rounds + 1):
-        for strategy in strategies:
-            result = run_one(args, seed, strategy, rnd, state)
+        for strategy in STRATEGIES:
             here = root / slug(strategy) / f"round{rnd}"
+            if strategy not in chosen and not (here / "result.json").exists():
+                continue  # an arm this process leaves out; one found in --workdir still carries its chain
+            result = run_one(args, seed, strategy, rnd, state)
             if strategy.endswith(" + fine-tune"):  # the chains that carry their model to the next round
                 state[strategy].update(parent=state[strategy]["model"], model=here / "model.semiseg",
                                        data=here / "data", picks=result["picks"])
             report()
+
+
+def arms(args) -> list[str]:
+    """The arms this process runs, in STRATEGIES' order (the scratch and short arms reuse suggest + fine-tune's
+    picks, so they need it in the same run or already in --workdir)."""
+    chosen = [s for s in STRATEGIES if s != SHORT or args.short_finetune_iterations]
+    if args.arms:
+        wanted = {a.strip() for a in args.arms.split(",") if a.strip()}
+        unknown = wanted - {slug(s) for s in STRATEGIES}
+        if unknown:
+            raise ValueError(f"--arms: unknown {', '.join(sorted(unknown))} (choose from "
+                             f"{', '.join(map(slug, STRATEGIES))})")
+        chosen = [s for s in chosen if slug(s) in wanted]
+    return chosen
 
 
 def machine_line(device: str) -> str:
@@ -229,12 +245,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--per-round", type=int, default=2)
     p.add_argument("--method", default="mean-teacher")
-    p.add_argument("--suggest-strategy", default="typical", choices=("typical", "uncertain"),
+    p.add_argument("--suggest-strategy", default="typical", choices=("typical", "uncertain", "typiclust"),
                    help="how `suggest` ranks the pool (semiseg suggest --strategy)")
     p.add_argument("--iterations", type=int, default=200, help="from-scratch iterations (round 0 and scratch)")
     p.add_argument("--finetune-iterations", type=int, default=100)
     p.add_argument("--short-finetune-iterations", type=int, help="also fine-tune suggest's cases from the same "
                    "parent for this many iterations (the `suggest + short fine-tune` arm)")
+    p.add_argument("--arms", help="comma-separated arms to run (slugs: " + ", ".join(map(slug, STRATEGIES))
+                   + "; default all); results of other arms already in --workdir still enter the report")
     p.add_argument("--val-every", type=int, default=50)
     p.add_argument("--n-filters", type=int, default=16, help="network width (the cpu-lite profile's is 16)")
     p.add_argument("--device", default="cpu")
@@ -242,6 +260,10 @@ def main(argv: list[str] | None = None) -> int:
                    "spacing before the rounds (the cpu-lite grid is 2 mm); Dice is then scored on that grid")
     p.add_argument("--report-only", action="store_true", help="rewrite the report from the results found")
     args = p.parse_args(argv)
+    try:
+        arms(args)
+    except ValueError as exc:
+        p.error(str(exc))
     from semiseg.active_loop_report import write_report
 
     # No machine paths in the report: the dataset by its folder name only.
@@ -254,7 +276,8 @@ def main(argv: list[str] | None = None) -> int:
                            f"--finetune-iterations {args.finetune_iterations} --val-every {args.val_every} "
                            f"--n-filters {args.n_filters} --per-round {args.per_round} --rounds {args.rounds}"
                            + (f" --short-finetune-iterations {args.short_finetune_iterations}"
-                              if args.short_finetune_iterations else ""))
+                              if args.short_finetune_iterations else "")
+                           + (f" --arms {args.arms}" if args.arms else ""))
     settings["machine"] = machine_line(args.device)
     previous = Path(args.out) / "results.json"
     if args.report_only and previous.is_file():  # the machine the runs ran on, not the one rewriting the report

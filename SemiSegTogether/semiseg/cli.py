@@ -519,9 +519,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="NAME.semiseg model package (the current model)")
     p.add_argument("--data", required=True, help="dataset folder or dataset.json; its unlabeled cases are ranked")
     p.add_argument("-n", type=int, help="how many cases to list (default: the whole pool, ranked)")
-    p.add_argument("--strategy", default="typical", choices=("typical", "uncertain"),
+    p.add_argument("--strategy", default="typical", choices=("typical", "uncertain", "typiclust"),
                    help="rank by typicality (default: best while few cases are labeled) or by the model's "
-                        "uncertainty, each times novelty")
+                        "uncertainty, each times novelty; or typiclust: the most typical case of each "
+                        "cluster the labeled cases leave uncovered (TypiClust)")
     p.add_argument("--json", action="store_true", help="print the ranking as JSON")
     p.add_argument("--out", help="also write the ranking as JSON to this file")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")

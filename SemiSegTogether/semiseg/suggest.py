@@ -21,13 +21,20 @@ Three ingredients, all computed from the images and the model itself (no label o
   distance between cases, clipped at 1: it discounts near-copies only. (Relative to the whole median, every
   case scored 0.8 to 0.97 on la-dev, and the farthest, least typical cases got a bonus.)
 
-The strategy says which of the first two is the value: `typical` (the default) ranks by typicality ×
-novelty, `uncertain` by uncertainty × novelty. Hacohen et al. show that the best query changes with the
+Two strategies take one of the first two as the value: `typical` (the default) ranks by typicality × novelty,
+`uncertain` by uncertainty × novelty. Hacohen et al. show that the best query changes with the
 budget: typical cases win while the labeled set is small, uncertain ones once it covers the typical cases.
 On la-dev (4 to 10 labeled of 20) `uncertain` picked the smallest, least typical atria, and fine-tuning on
 them scored below random picks (docs/benchmarks/active-loop-uncertain). The pool is ranked greedily: at each
 step the case with the largest value × novelty is taken, and novelty is recomputed against it. The score of
 a case is its value at the step it was taken.
+
+`typiclust` is TypiClust's own selection (semiseg.suggest_clusters): the cases are clustered on the same
+descriptors into as many clusters as labeled cases plus picks, and each pick is the most typical case of the
+largest cluster no labeled case covers yet. Where `typical` takes the most central cases of the whole set,
+which may resemble what is labeled already, this covers the parts of the set the labeled cases miss; its
+score is the share of the cases the pick's cluster holds, divided by 1 + the labeled cases and earlier picks
+in it.
 """
 
 from __future__ import annotations
@@ -46,9 +53,10 @@ from semiseg.datasets import Case, load_dataset
 from semiseg.errors import ConfigError
 from semiseg.infer import sliding_window_probabilities
 from semiseg.io import read_label, read_volume
+from semiseg.suggest_clusters import ClusterPick, typiclust_rank
 from semiseg.transforms import Preprocessing, preprocess_image, preprocess_label
 
-STRATEGIES = ("typical", "uncertain")
+STRATEGIES = ("typical", "uncertain", "typiclust")
 TYPICALITY_NEIGHBOURS = 20  # TypiClust's k: the most, for large sets
 NEAR_COPY = 0.5  # novelty reaches 1 at this fraction of the median distance between cases
 FLIP_AXES: tuple[tuple[int, ...], ...] = ((), (2,), (3,), (4,))  # identity, then each spatial axis of (1,1,d,h,w)
@@ -181,6 +189,22 @@ def typicality(pool: np.ndarray, labeled: np.ndarray | None = None,
     return density / density.max()
 
 
+def _distances_and_scale(pool: np.ndarray, labeled: np.ndarray) -> tuple[np.ndarray, float]:
+    """Distances between all cases (labeled first, then the pool) and the distance at which novelty is 1."""
+    everything = np.concatenate([labeled, pool])
+    distances = np.linalg.norm(everything[:, None] - everything[None], axis=-1)
+    off_diagonal = distances[~np.eye(len(everything), dtype=bool)]
+    scale = NEAR_COPY * float(np.median(off_diagonal)) if off_diagonal.size else 1.0
+    return distances, scale if scale > 0 else 1.0
+
+
+def _novelty(distances: np.ndarray, scale: float, case: int, references: list[int]) -> tuple[float, int | None]:
+    if not references:
+        return 1.0, None
+    near = min(references, key=lambda r: distances[case, r])
+    return min(1.0, float(distances[case, near]) / scale), near
+
+
 def rank_pool(value: Sequence[float], pool: np.ndarray, labeled: np.ndarray | None = None
               ) -> list[tuple[int, float, float, int | None]]:
     """Greedy ranking of the pool by value (typicality or uncertainty) × novelty.
@@ -195,11 +219,7 @@ def rank_pool(value: Sequence[float], pool: np.ndarray, labeled: np.ndarray | No
         (0..L-1) and then the pool (L + i) — the reference case closest to the pick, None when there is none.
     """
     labeled = np.zeros((0, pool.shape[1])) if labeled is None else labeled
-    everything = np.concatenate([labeled, pool])
-    distances = np.linalg.norm(everything[:, None] - everything[None], axis=-1)
-    off_diagonal = distances[~np.eye(len(everything), dtype=bool)]
-    scale = NEAR_COPY * float(np.median(off_diagonal)) if off_diagonal.size else 1.0
-    scale = scale if scale > 0 else 1.0
+    distances, scale = _distances_and_scale(pool, labeled)
     n_lab = len(labeled)
     references = list(range(n_lab))
     remaining = list(range(len(pool)))
@@ -207,11 +227,7 @@ def rank_pool(value: Sequence[float], pool: np.ndarray, labeled: np.ndarray | No
     while remaining:
         best = None
         for i in remaining:
-            if references:
-                near = min(references, key=lambda r: distances[n_lab + i, r])
-                novelty = min(1.0, float(distances[n_lab + i, near]) / scale)
-            else:
-                near, novelty = None, 1.0
+            novelty, near = _novelty(distances, scale, n_lab + i, references)
             score = float(value[i]) * novelty
             if best is None or score > best[1]:
                 best = (i, score, novelty, near)
@@ -221,14 +237,32 @@ def rank_pool(value: Sequence[float], pool: np.ndarray, labeled: np.ndarray | No
     return order
 
 
+def rank_by_clusters(pool: np.ndarray, labeled: np.ndarray | None, budget: int
+                     ) -> tuple[list[tuple[int, float, float, int | None]], list[ClusterPick]]:
+    """TypiClust's ranking (semiseg.suggest_clusters) in `rank_pool`'s form, novelty measured as there."""
+    picks = typiclust_rank(pool, labeled, budget)
+    labeled = np.zeros((0, pool.shape[1])) if labeled is None else labeled
+    distances, scale = _distances_and_scale(pool, labeled)
+    references, order = list(range(len(labeled))), []
+    for p in picks:
+        novelty, near = _novelty(distances, scale, len(labeled) + p.index, references)
+        order.append((p.index, p.score, novelty, near))
+        references.append(len(labeled) + p.index)
+    return order, picks
+
+
 # ---- the command -----------------------------------------------------------------------------------------
 def _reason(u: CaseUncertainty, typical: float, typical_rank: int, pool_size: int, novelty: float,
-            nearest: str | None, nearest_is_pick: bool) -> str:
+            nearest: str | None, nearest_is_pick: bool, cluster: ClusterPick | None = None) -> str:
     parts = [f"typicality {typical:.2f} ({_ordinal(typical_rank)} of {pool_size})",
              f"{u.views} views agree at Dice {1 - u.disagreement:.2f}, entropy {u.entropy:.2f} in the predicted "
              f"region"]
     if u.missing:
         parts.insert(0, f"no view finds {', '.join(u.missing)}")
+    if cluster is not None:
+        parts.insert(0, "unlike every cluster of two or more cases" if cluster.cluster < 0 else
+                     f"most typical left in a cluster of {cluster.cluster_size} cases with "
+                     f"{cluster.labeled_in_cluster} labeled or picked before")
     if nearest is None:
         parts.append("nothing labeled to compare with")
     elif novelty >= 1.0:
@@ -277,15 +311,20 @@ def suggest(model: Path, data: Path, n: int | None = None, device: str = "auto",
     pool_descriptors, labeled_descriptors = np.stack(pool), (np.stack(labeled) if labeled else None)
     typical = typicality(pool_descriptors, labeled_descriptors)
     typical_rank = {i: r for r, i in enumerate(np.argsort(-typical, kind="stable"), start=1)}
-    value = typical if strategy == "typical" else [m.uncertainty for m in measured]
-    order = rank_pool(value, pool_descriptors, labeled_descriptors)
+    clusters: dict[int, ClusterPick] = {}
+    if strategy == "typiclust":
+        order, picks = rank_by_clusters(pool_descriptors, labeled_descriptors, n or len(pool))
+        clusters = {p.index: p for p in picks}
+    else:
+        value = typical if strategy == "typical" else [m.uncertainty for m in measured]
+        order = rank_pool(value, pool_descriptors, labeled_descriptors)
     reference_ids = [c.id for c in dataset.training] + [c.id for c in dataset.unlabeled]
     out = []
     for rank, (i, score, novelty, near) in enumerate(order[:n], start=1):
         u, case = measured[i], dataset.unlabeled[i]
         nearest = reference_ids[near] if near is not None else None
         reason = _reason(u, float(typical[i]), typical_rank[i], len(pool), novelty, nearest,
-                         near is not None and near >= len(dataset.training))
+                         near is not None and near >= len(dataset.training), clusters.get(i))
         out.append(Suggestion(rank, case.id, str(case.image), round(score, 4), strategy, round(float(typical[i]), 4),
                               round(u.uncertainty, 4), round(u.disagreement, 4), round(u.entropy, 4),
                               round(novelty, 4), nearest, reason))
