@@ -28,11 +28,11 @@ def summarise(results: list[dict]) -> dict:
         rows = {0: start, **{k: [r for r in results if r["strategy"] == strategy and r["round"] == k]
                              for k in sorted({r["round"] for r in results if r["strategy"] == strategy})}}
         table[strategy] = {k: {"dice": _stats([r["mean_test_dice"] for r in rs]),
+                               "last_dice": _stats(_every(rs, "mean_last_test_dice")),
                                "seconds": _stats([r["round_seconds"] for r in rs]),
                                "train_seconds": _stats([r["train_seconds"] for r in rs]),
                                # Only when every run has it: a mean over some of the seeds would mislead.
-                               "train_cpu_seconds": _stats([r["train_cpu_seconds"] for r in rs]
-                                                           if all("train_cpu_seconds" in r for r in rs) else []),
+                               "train_cpu_seconds": _stats(_every(rs, "train_cpu_seconds")),
                                "iterations": _stats([r["iterations"] for r in rs if "iterations" in r]),
                                "labeled": rs[0]["labeled"] if rs else None,
                                "seeds": sorted(r["seed"] for r in rs)}
@@ -40,34 +40,48 @@ def summarise(results: list[dict]) -> dict:
     return table
 
 
+def _every(rows: list[dict], key: str) -> list[float]:
+    """`key` of every row, or none when a row lacks it (runs of an older study): a mean over some of the
+    seeds would mislead."""
+    return [r[key] for r in rows] if all(key in r for r in rows) else []
+
+
 def goals(table: dict) -> list[str]:
     """The issue's goals, read off the rounds every compared strategy has at the same seeds."""
     lines = []
     ours, rand, scratch, short = (table.get(s, {}) for s in ORDER)
     rounds = [k for k in ours if k > 0 and k in rand and ours[k]["seeds"] == rand[k]["seeds"]]
-    if rounds:
-        wins = [ours[k]["dice"][0] > rand[k]["dice"][0] for k in rounds]
-        scores = ", ".join(f"round {k}: {100 * ours[k]['dice'][0]:.1f} vs {100 * rand[k]['dice'][0]:.1f}"
-                           for k in rounds)
-        lines.append(f"- Suggested picks beat random picks on mean test Dice in {sum(wins)} of {len(rounds)} round(s) "
-                     f"({scores}): goal (every round) {'met' if all(wins) else 'NOT met'}.")
+    for key, which in (("dice", "the selected"), ("last_dice", "the last")):
+        compared = [k for k in rounds if ours[k][key][2] and rand[k][key][2]]
+        if not compared:
+            continue
+        wins = [ours[k][key][0] > rand[k][key][0] for k in compared]
+        scores = ", ".join(f"round {k}: {100 * ours[k][key][0]:.1f} vs {100 * rand[k][key][0]:.1f}"
+                           for k in compared)
+        lines.append(f"- Suggested picks beat random picks on mean test Dice of {which} checkpoints in {sum(wins)} "
+                     f"of {len(compared)} round(s) ({scores}): goal (every round) "
+                     f"{'met' if all(wins) else 'NOT met'}.")
     # A round meets the second goal when either fine-tune arm reaches the scratch Dice in at most half its time.
     rounds = [k for k in ours if k > 0 and k in scratch and ours[k]["seeds"] == scratch[k]["seeds"]]
-    if rounds:
+    for key, which in (("dice", "selected"), ("last_dice", "last")):
+        compared = [k for k in rounds if scratch[k][key][2]]
+        if not compared:
+            continue
         parts, met = [], True
-        for k in rounds:
+        for k in compared:
             arms = [(arm[k], name) for arm, name in ((ours, ""), (short, "short ")) if k in arm
-                    and arm[k]["seeds"] == scratch[k]["seeds"]]
-            results = [_against_scratch(row, scratch[k]) for row, _ in arms]
+                    and arm[k]["seeds"] == scratch[k]["seeds"] and arm[k][key][2]]
+            results = [_against_scratch(row, scratch[k], key) for row, _ in arms]
             met &= any(ok for ok, _ in results)
             parts.append(f"round {k}: " + ", ".join(f"{name}fine-tune {text}"
                                                      for (_, name), (_, text) in zip(arms, results)))
-        lines.append(f"- Fine-tuning against training from scratch on the same cases ({'; '.join(parts)}): goal "
-                     f"(the scratch Dice in at most half the time) {'met' if met else 'NOT met'} at every round.")
+        lines.append(f"- Fine-tuning against training from scratch on the same cases, {which} checkpoints "
+                     f"({'; '.join(parts)}): goal (the scratch Dice in at most half the time) "
+                     f"{'met' if met else 'NOT met'} at every round.")
     return lines
 
 
-def _against_scratch(ours: dict, scratch: dict) -> tuple[bool, str]:
+def _against_scratch(ours: dict, scratch: dict, key: str = "dice") -> tuple[bool, str]:
     """(reached the scratch Dice in at most half its time, the comparison in words) for one round.
 
     Training time only: the scratch arm reuses suggest's picks, so picking is not part of the comparison. Wall
@@ -79,9 +93,9 @@ def _against_scratch(ours: dict, scratch: dict) -> tuple[bool, str]:
     steps = ours["iterations"][0] / scratch["iterations"][0] if ours["iterations"][2] else None
     times = f"{wall:.2f}x the training time" if cpu is None else \
         f"{cpu:.2f}x the training CPU time ({wall:.2f}x the wall time)"
-    text = (f"{100 * ours['dice'][0]:.1f} vs {100 * scratch['dice'][0]:.1f} Dice in {times}"
+    text = (f"{100 * ours[key][0]:.1f} vs {100 * scratch[key][0]:.1f} Dice in {times}"
             + (f" and {steps:.2f}x the iterations" if steps else ""))
-    return ours["dice"][0] >= scratch["dice"][0] and (wall if cpu is None else cpu) <= 0.5, text
+    return ours[key][0] >= scratch[key][0] and (wall if cpu is None else cpu) <= 0.5, text
 
 
 def figure(table: dict, path: Path) -> Path:
@@ -96,10 +110,14 @@ def figure(table: dict, path: Path) -> Path:
             continue
         mean = [100 * rows[k]["dice"][0] for k in ks]
         std = [100 * rows[k]["dice"][1] for k in ks]
-        left.errorbar(ks, mean, yerr=std, marker=marker, capsize=3, label=strategy)
+        bar = left.errorbar(ks, mean, yerr=std, marker=marker, capsize=3, label=strategy)
+        last = [k for k in ks if rows[k]["last_dice"][2]]
+        if last:
+            left.plot(last, [100 * rows[k]["last_dice"][0] for k in last], marker=marker, linestyle="--",
+                      color=bar.lines[0].get_color(), alpha=0.6, label=f"{strategy} (last)")
         right.plot(ks, [rows[k]["seconds"][0] for k in ks], marker=marker, label=strategy)
     left.set_xlabel("round (2 cases annotated per round)")
-    left.set_ylabel("test Dice (%), mean ± std over seeds")
+    left.set_ylabel("test Dice (%), mean (± std) over seeds")
     right.set_xlabel("round")
     right.set_ylabel("wall time of the round (s)")
     for ax in (left, right):
@@ -129,16 +147,20 @@ def write_report(results: list[dict], out: Path, settings: dict) -> Path:
              "own, whatever else the machine ran.", "",
              f"Produced by `python -m semiseg.active_loop {settings.get('command', '')}`. "
              f"{settings.get('machine', '')}", "",
-             "| round | labeled | strategy | test Dice % (mean ± std, n seeds) | round wall time s | "
-             "training CPU s |", "|---|---|---|---|---|---|"]
+             "Test Dice is given for the selected checkpoint (the best on the held-out case; the next round "
+             "fine-tunes it) and for the last one (dashed in the figure).", "",
+             "| round | labeled | strategy | test Dice % (mean ± std, n seeds) | last checkpoint's | "
+             "round wall time s | training CPU s |", "|---|---|---|---|---|---|---|"]
     for k in sorted({k for rows in table.values() for k in rows}):
         for strategy in ORDER if k else ORDER[:1]:
             row = table.get(strategy, {}).get(k)
             if row is None:
                 continue
-            (m, s, n), (t, _, _), (c, _, nc) = row["dice"], row["seconds"], row["train_cpu_seconds"]
+            (m, s, n), (lm, ls, ln) = row["dice"], row["last_dice"]
+            (t, _, _), (c, _, nc) = row["seconds"], row["train_cpu_seconds"]
             name = "from scratch (all strategies start here)" if k == 0 else strategy
-            lines.append(f"| {k} | {row['labeled']} | {name} | {100 * m:.1f} ± {100 * s:.1f} ({n}) | {t:.0f} | "
+            lines.append(f"| {k} | {row['labeled']} | {name} | {100 * m:.1f} ± {100 * s:.1f} ({n}) | "
+                         f"{f'{100 * lm:.1f} ± {100 * ls:.1f}' if ln else '–'} | {t:.0f} | "
                          f"{f'{c:.0f}' if nc else '–'} |")
     lines += ["", "## Goals", "", *(goals(table) or ["- Not enough finished rounds to compare yet."]), "",
               "![test Dice and wall time per round](rounds.png)", "",
