@@ -11,7 +11,8 @@ import torch
 
 from semiseg.cli import main
 from semiseg.errors import ConfigError
-from semiseg.suggest import measure_uncertainty, rank_pool, suggest, typicality, view_probabilities
+from semiseg.suggest import measure_uncertainty, suggest, view_probabilities
+from semiseg.suggest_diversity import rank_pool, typicality
 
 
 def _one_hot_views(masks: list[np.ndarray]) -> torch.Tensor:

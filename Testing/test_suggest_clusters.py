@@ -46,7 +46,7 @@ def test_picks_cover_the_groups_the_labeled_cases_miss_largest_first():
 
 
 def test_the_greedy_typical_ranking_would_stay_in_the_crowd_where_typiclust_does_not():
-    from semiseg.suggest import rank_pool, typicality
+    from semiseg.suggest_diversity import rank_pool, typicality
     x, groups = _groups([8, 3], spread=0.05)
     labeled_rows = [0]  # the crowd (group 0) already has a labeled case
     pool_rows = list(range(1, len(x)))

@@ -46,21 +46,18 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from semiseg.datasets import Case, load_dataset
 from semiseg.errors import ConfigError
 from semiseg.infer import sliding_window_probabilities
 from semiseg.io import read_label, read_volume
-from semiseg.suggest_clusters import ClusterPick, typiclust_rank
+from semiseg.suggest_clusters import ClusterPick, rank_by_clusters
+from semiseg.suggest_diversity import descriptor, rank_pool, typicality
 from semiseg.transforms import Preprocessing, preprocess_image, preprocess_label
 
 STRATEGIES = ("typical", "uncertain", "typiclust")
-TYPICALITY_NEIGHBOURS = 20  # TypiClust's k: the most, for large sets
-NEAR_COPY = 0.5  # novelty reaches 1 at this fraction of the median distance between cases
 FLIP_AXES: tuple[tuple[int, ...], ...] = ((), (2,), (3,), (4,))  # identity, then each spatial axis of (1,1,d,h,w)
-DESCRIPTOR_SIZE = 12
 Progress = Callable[[int, int, str], None]
 
 
@@ -156,99 +153,6 @@ def measure_uncertainty(case_id: str, groups: list[tuple[list[str], torch.Tensor
             entropies.append(float(entropy[region].mean()))
     disagreement, entropy = float(np.mean(disagreements)), float(np.mean(entropies))
     return CaseUncertainty(case_id, 0.5 * (disagreement + entropy), disagreement, entropy, n_views, missing)
-
-
-# ---- diversity ---------------------------------------------------------------------------------------
-def descriptor(image: np.ndarray, foreground: np.ndarray) -> np.ndarray:
-    """(d, h, w) image and foreground probability → a vector whose Euclidean distances compare cases: each
-    half is the 12³ resampling, divided by √size so that image and shape count alike."""
-    parts = []
-    for arr in (image, foreground):
-        t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))[None, None]
-        small = F.interpolate(t, size=(DESCRIPTOR_SIZE,) * 3, mode="trilinear", align_corners=False).flatten()
-        parts.append(small.numpy() / math.sqrt(small.numel()))
-    return np.concatenate(parts)
-
-
-def typicality(pool: np.ndarray, labeled: np.ndarray | None = None,
-               neighbours: int = TYPICALITY_NEIGHBOURS) -> np.ndarray:
-    """(N,) typicality of each pool case in (0, 1]: 1 / mean distance to its k nearest cases among the
-    labeled and pool cases, k = ⌈√(L + N)⌉ up to `neighbours`, divided by the pool's largest.
-
-    Args:
-        pool: (N, F) descriptors of the pool cases.
-        labeled: (L, F) descriptors of the labeled cases (or None).
-    """
-    everything = pool if labeled is None else np.concatenate([labeled, pool])
-    if len(everything) < 2:
-        return np.ones(len(pool))
-    distances = np.linalg.norm(pool[:, None] - everything[None], axis=-1)
-    k = min(neighbours, math.ceil(math.sqrt(len(everything))), len(everything) - 1)
-    nearest = np.sort(distances, axis=1)[:, 1:k + 1].mean(1)  # column 0 is the case itself
-    density = 1.0 / np.maximum(nearest, 1e-12)
-    return density / density.max()
-
-
-def _distances_and_scale(pool: np.ndarray, labeled: np.ndarray) -> tuple[np.ndarray, float]:
-    """Distances between all cases (labeled first, then the pool) and the distance at which novelty is 1."""
-    everything = np.concatenate([labeled, pool])
-    distances = np.linalg.norm(everything[:, None] - everything[None], axis=-1)
-    off_diagonal = distances[~np.eye(len(everything), dtype=bool)]
-    scale = NEAR_COPY * float(np.median(off_diagonal)) if off_diagonal.size else 1.0
-    return distances, scale if scale > 0 else 1.0
-
-
-def _novelty(distances: np.ndarray, scale: float, case: int, references: list[int]) -> tuple[float, int | None]:
-    if not references:
-        return 1.0, None
-    near = min(references, key=lambda r: distances[case, r])
-    return min(1.0, float(distances[case, near]) / scale), near
-
-
-def rank_pool(value: Sequence[float], pool: np.ndarray, labeled: np.ndarray | None = None
-              ) -> list[tuple[int, float, float, int | None]]:
-    """Greedy ranking of the pool by value (typicality or uncertainty) × novelty.
-
-    Args:
-        value: (N,) per pool case, in [0, 1].
-        pool: (N, F) descriptors of the pool cases.
-        labeled: (L, F) descriptors of the labeled cases (or None).
-
-    Returns:
-        [(pool index, score, novelty, nearest)] in pick order; `nearest` indexes the labeled cases
-        (0..L-1) and then the pool (L + i) — the reference case closest to the pick, None when there is none.
-    """
-    labeled = np.zeros((0, pool.shape[1])) if labeled is None else labeled
-    distances, scale = _distances_and_scale(pool, labeled)
-    n_lab = len(labeled)
-    references = list(range(n_lab))
-    remaining = list(range(len(pool)))
-    order = []
-    while remaining:
-        best = None
-        for i in remaining:
-            novelty, near = _novelty(distances, scale, n_lab + i, references)
-            score = float(value[i]) * novelty
-            if best is None or score > best[1]:
-                best = (i, score, novelty, near)
-        order.append(best)
-        remaining.remove(best[0])
-        references.append(n_lab + best[0])
-    return order
-
-
-def rank_by_clusters(pool: np.ndarray, labeled: np.ndarray | None, budget: int
-                     ) -> tuple[list[tuple[int, float, float, int | None]], list[ClusterPick]]:
-    """TypiClust's ranking (semiseg.suggest_clusters) in `rank_pool`'s form, novelty measured as there."""
-    picks = typiclust_rank(pool, labeled, budget)
-    labeled = np.zeros((0, pool.shape[1])) if labeled is None else labeled
-    distances, scale = _distances_and_scale(pool, labeled)
-    references, order = list(range(len(labeled))), []
-    for p in picks:
-        novelty, near = _novelty(distances, scale, len(labeled) + p.index, references)
-        order.append((p.index, p.score, novelty, near))
-        references.append(len(labeled) + p.index)
-    return order, picks
 
 
 # ---- the command -----------------------------------------------------------------------------------------

@@ -19,9 +19,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from semiseg.suggest_diversity import TYPICALITY_NEIGHBOURS, distances_and_scale, novelty_against, typicality
+
 KMEANS_RESTARTS = 10
 KMEANS_STEPS = 100
-TYPICALITY_NEIGHBOURS = 20
 
 
 @dataclass
@@ -109,7 +110,20 @@ def typiclust_rank(pool: np.ndarray, labeled: np.ndarray | None, budget: int, se
             remaining.discard(best)
     singletons = sorted(remaining)
     if singletons:
-        from semiseg.suggest import typicality
         ranked = np.argsort(-typicality(pool[singletons], labeled if n_lab else None), kind="stable")
         order += [ClusterPick(singletons[j], -1, 1, 0, 0.0) for j in ranked]
     return order
+
+
+def rank_by_clusters(pool: np.ndarray, labeled: np.ndarray | None, budget: int
+                     ) -> tuple[list[tuple[int, float, float, int | None]], list[ClusterPick]]:
+    """`typiclust_rank` in semiseg.suggest_diversity.rank_pool's form, novelty measured as there."""
+    picks = typiclust_rank(pool, labeled, budget)
+    labeled = np.zeros((0, pool.shape[1])) if labeled is None else labeled
+    distances, scale = distances_and_scale(pool, labeled)
+    references, order = list(range(len(labeled))), []
+    for p in picks:
+        novelty, near = novelty_against(distances, scale, len(labeled) + p.index, references)
+        order.append((p.index, p.score, novelty, near))
+        references.append(len(labeled) + p.index)
+    return order, picks
