@@ -133,3 +133,15 @@ def test_arms_choose_what_runs_and_an_unknown_arm_exits_2(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["--data", str(tmp_path), "--truth", str(tmp_path), "--arms", "suggest-typical"])
     assert exit_.value.code == 2 and "--arms: unknown suggest-typical" in capsys.readouterr().err
+
+
+def test_carry_chooses_the_checkpoint_each_chain_carries_on(tmp_path):
+    import argparse
+
+    from semiseg.active_loop import carried_model
+    assert carried_model(argparse.Namespace(carry="best")) == "model.semiseg"
+    assert carried_model(argparse.Namespace(carry="last")) == "model-last.semiseg"
+    text = write_report(_runs(0.02, 45.0), tmp_path / "r", {"carry": "last"}).read_text(encoding="utf-8")
+    assert "carries the last one on" in text
+    text = write_report(_runs(0.02, 45.0), tmp_path / "r", {}).read_text(encoding="utf-8")
+    assert "carries the selected one on" in text

@@ -195,7 +195,8 @@ def simulate_seed(args, seed: int, report) -> None:
         record_round(args, start, data, {"seed": seed, "strategy": "round 0", "round": 0, "picks": [],
                                          "pick_seconds": 0.0, **trained})
         report()
-    state = {s: {"model": start / "model.semiseg", "data": data, "picks": [], "parent": None} for s in STRATEGIES}
+    carried = carried_model(args)
+    state = {s: {"model": start / carried, "data": data, "picks": [], "parent": None} for s in STRATEGIES}
     chosen = arms(args)
     for rnd in range(1, args.rounds + 1):
         for strategy in STRATEGIES:
@@ -204,9 +205,15 @@ def simulate_seed(args, seed: int, report) -> None:
                 continue  # an arm this process leaves out; one found in --workdir still carries its chain
             result = run_one(args, seed, strategy, rnd, state)
             if strategy.endswith(" + fine-tune"):  # the chains that carry their model to the next round
-                state[strategy].update(parent=state[strategy]["model"], model=here / "model.semiseg",
+                state[strategy].update(parent=state[strategy]["model"], model=here / carried,
                                        data=here / "data", picks=result["picks"])
             report()
+
+
+def carried_model(args) -> str:
+    """The model a chain carries to the next round (the one `suggest` ranks with and the next round
+    fine-tunes): the selected checkpoint, or with `--carry last` the last iteration's."""
+    return "model-last.semiseg" if args.carry == "last" else "model.semiseg"
 
 
 def arms(args) -> list[str]:
@@ -260,6 +267,9 @@ def main(argv: list[str] | None = None) -> int:
                    "parent for this many iterations (the `suggest + short fine-tune` arm)")
     p.add_argument("--arms", help="comma-separated arms to run (slugs: " + ", ".join(map(slug, STRATEGIES))
                    + "; default all); results of other arms already in --workdir still enter the report")
+    p.add_argument("--carry", choices=("best", "last"), default="best", help="the checkpoint each fine-tune "
+                   "chain carries on (ranks the pool with and fine-tunes): the best on the held-out case, or the "
+                   "last")
     p.add_argument("--val-every", type=int, default=50)
     p.add_argument("--n-filters", type=int, default=16, help="network width (the cpu-lite profile's is 16)")
     p.add_argument("--device", default="cpu")
@@ -284,7 +294,8 @@ def main(argv: list[str] | None = None) -> int:
                            f"--n-filters {args.n_filters} --per-round {args.per_round} --rounds {args.rounds}"
                            + (f" --short-finetune-iterations {args.short_finetune_iterations}"
                               if args.short_finetune_iterations else "")
-                           + (f" --arms {args.arms}" if args.arms else ""))
+                           + (f" --arms {args.arms}" if args.arms else "")
+                           + (" --carry last" if args.carry == "last" else ""))
     settings["machine"] = machine_line(args.device)
     previous = Path(args.out) / "results.json"
     if args.report_only and previous.is_file():  # the machine the runs ran on, not the one rewriting the report

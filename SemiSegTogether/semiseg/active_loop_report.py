@@ -147,8 +147,10 @@ def write_report(results: list[dict], out: Path, settings: dict) -> Path:
              "own, whatever else the machine ran.", "",
              f"Produced by `python -m semiseg.active_loop {settings.get('command', '')}`. "
              f"{settings.get('machine', '')}", "",
-             "Test Dice is given for the selected checkpoint (the best on the held-out case; the next round "
-             "fine-tunes it) and for the last one (dashed in the figure).", "",
+             "Test Dice is given for the selected checkpoint (the best on the held-out case) and for the last "
+             "one (dashed in the figure); each fine-tune chain carries the "
+             f"{'last' if settings.get('carry') == 'last' else 'selected'} one on (ranks the pool with it and "
+             "fine-tunes it).", "",
              "| round | labeled | strategy | test Dice % (mean ± std, n seeds) | last checkpoint's | "
              "round wall time s | training CPU s |", "|---|---|---|---|---|---|---|"]
     for k in sorted({k for rows in table.values() for k in rows}):
