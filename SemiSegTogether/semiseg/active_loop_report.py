@@ -106,7 +106,7 @@ def figure(table: dict, path: Path) -> Path:
     for strategy, marker in zip(ORDER, "osd^"):
         rows = table.get(strategy, {})
         ks = sorted(rows)
-        if not ks:
+        if not any(ks):  # only round 0, which every strategy shares: an arm that did not run
             continue
         mean = [100 * rows[k]["dice"][0] for k in ks]
         std = [100 * rows[k]["dice"][1] for k in ks]
@@ -123,7 +123,8 @@ def figure(table: dict, path: Path) -> Path:
     for ax in (left, right):
         ax.grid(alpha=0.3)
         ax.set_xticks(sorted({k for rows in table.values() for k in rows}))
-    left.legend(fontsize=8)
+    if left.get_legend_handles_labels()[0]:  # round 0 alone has no arm to name
+        left.legend(fontsize=8)
     return save_figure(fig, path)
 
 
