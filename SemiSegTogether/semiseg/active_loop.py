@@ -13,6 +13,9 @@ labeled cases; then each round adds `--per-round` cases and trains again, three 
 - `suggest + short fine-tune` (with `--short-finetune-iterations`): the same labeled set, fine-tuned from the
   same parent as `suggest + fine-tune` for fewer iterations: how soon fine-tuning reaches the scratch Dice.
 
+Each round tests two models: the checkpoint the held-out labeled case selected and the last one; the chains
+carry the selected one on (`--carry last`: the last one).
+
 Every (seed, strategy, round) writes its result JSON as soon as it ends and is skipped when found, so the
 simulation can be stopped and started again; the report is rewritten after each run.
 """
