@@ -31,7 +31,6 @@ def summarise(results: list[dict]) -> dict:
                                "last_dice": _stats(_every(rs, "mean_last_test_dice")),
                                "seconds": _stats([r["round_seconds"] for r in rs]),
                                "train_seconds": _stats([r["train_seconds"] for r in rs]),
-                               # Only when every run has it: a mean over some of the seeds would mislead.
                                "train_cpu_seconds": _stats(_every(rs, "train_cpu_seconds")),
                                "iterations": _stats([r["iterations"] for r in rs if "iterations" in r]),
                                "labeled": rs[0]["labeled"] if rs else None,
@@ -81,7 +80,7 @@ def goals(table: dict) -> list[str]:
     return lines
 
 
-def _against_scratch(ours: dict, scratch: dict, key: str = "dice") -> tuple[bool, str]:
+def _against_scratch(ours: dict, scratch: dict, key: str) -> tuple[bool, str]:
     """(reached the scratch Dice in at most half its time, the comparison in words) for one round.
 
     Training time only: the scratch arm reuses suggest's picks, so picking is not part of the comparison. Wall
