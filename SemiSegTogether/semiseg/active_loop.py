@@ -188,16 +188,23 @@ def record_round(args, here: Path, data: Path, result: dict) -> dict:
     return result
 
 
+def round_zero(args, seed: int, report) -> tuple[Path, Path]:
+    """Seed `seed`'s round 0, trained from scratch on the labeled cases unless found in --workdir.
+    Returns (its folder, its dataset)."""
+    start = Path(args.workdir) / f"seed{seed}" / "round0"
+    if (start / "result.json").exists():
+        return start, start / "data"
+    data = round_dataset(Path(args.data), start / "data")
+    trained = train_round(args, data, start / "model.semiseg", seed, None, args.iterations)
+    record_round(args, start, data, {"seed": seed, "strategy": "round 0", "round": 0, "picks": [],
+                                     "pick_seconds": 0.0, **trained})
+    report()
+    return start, data
+
+
 def simulate_seed(args, seed: int, report) -> None:
     root = Path(args.workdir) / f"seed{seed}"
-    start = root / "round0"
-    record = start / "result.json"
-    data = round_dataset(Path(args.data), start / "data") if not record.exists() else start / "data"
-    if not record.exists():
-        trained = train_round(args, data, start / "model.semiseg", seed, None, args.iterations)
-        record_round(args, start, data, {"seed": seed, "strategy": "round 0", "round": 0, "picks": [],
-                                         "pick_seconds": 0.0, **trained})
-        report()
+    start, data = round_zero(args, seed, report)
     carried = carried_model(args)
     state = {s: {"model": start / carried, "data": data, "picks": [], "parent": None} for s in STRATEGIES}
     chosen = arms(args)

@@ -1,0 +1,132 @@
+"""What is one annotated case worth? The measurement that `suggest` is a guess at.
+
+    python -m semiseg.case_value --data LA-DEV --truth LA-DEV/labelsUn_truth --out docs/benchmarks/case-value
+
+Per seed, round 0 of `semiseg.active_loop` (the same settings give the same models); then, for every unlabeled
+case in turn, that case alone is labeled from the truth folder (the simulated annotator) and round 0's model is
+fine-tuned on the labeled cases plus it. A control fine-tunes on the labeled cases alone for as long, so that a
+case's value is its test Dice less the control's: what annotating it adds beyond more training. Beside each
+value, what `suggest` saw with round 0's model (its typicality, uncertainty and rank under each strategy) and
+what it could not (round 0's Dice on the case and the atrium's size, from the truth), with their rank
+correlations to the value; and how far the value of a case agrees between seeds, which bounds how well any
+ranking can do.
+
+Each (seed, case) writes its result JSON as soon as it ends and is skipped when found (stop and start again
+freely); the report is rewritten after each run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from semiseg.active_loop import (annotate, carried_model, load_results, machine_line, record_round,
+                                 resampled_copy, round_zero, train_round)
+from semiseg.atomic import atomic_path
+from semiseg.datasets import load_dataset
+from semiseg.events import _clean
+
+CONTROL = "none"  # the control's "case": no case added
+SUGGEST_STRATEGIES = ("typical", "uncertain", "typiclust")
+
+
+def pool_features(args, model: Path, data: Path) -> dict[str, dict]:
+    """{case id: what `suggest` measured with `model` (typicality, uncertainty, rank per strategy) and, from the
+    truth, `model`'s Dice on the case and the foreground's volume in ml}."""
+    from semiseg.devices import resolve_device
+    from semiseg.infer import predict_volume
+    from semiseg.io import read_label, read_volume
+    from semiseg.model import load_model
+    from semiseg.suggest import suggest
+    features: dict[str, dict] = {}
+    for strategy in SUGGEST_STRATEGIES:
+        for row in suggest(model, data, device=args.device, strategy=strategy):
+            case = features.setdefault(row.id, {"typicality": row.typicality, "uncertainty": row.uncertainty})
+            case[f"rank_{strategy}"] = row.rank
+    dev = resolve_device(args.device)
+    net, manifest = load_model(model, dev)
+    for case in load_dataset(data).unlabeled:
+        image = read_volume(case.image)
+        truth = read_label(next(Path(args.truth).glob(f"{case.id}.*")), reference=image).array > 0
+        predicted = predict_volume(net, manifest, image, dev, overlap=0.5)[0].array > 0
+        overlap = 2 * np.logical_and(truth, predicted).sum() / max(1, truth.sum() + predicted.sum())
+        features[case.id].update(model_dice=float(overlap),
+                                 volume_ml=float(truth.sum() * np.prod(image.spacing) / 1000))
+    return features
+
+
+def value_seed(args, seed: int, report) -> None:
+    start, data = round_zero(args, seed, report)
+    parent = start / carried_model(args)
+    root = Path(args.workdir) / f"seed{seed}" / "case-value"
+    features = root / "features.json"
+    if not features.exists():
+        with atomic_path(features, ".json") as tmp:
+            tmp.write_text(json.dumps(pool_features(args, parent, data), indent=2) + "\n", encoding="utf-8")
+    for case_id in [CONTROL] + sorted(c.id for c in load_dataset(data).unlabeled):
+        here = root / case_id
+        if (here / "result.json").exists():
+            continue
+        labeled = annotate(data, here / "data", [] if case_id == CONTROL else [case_id], Path(args.truth))
+        trained = train_round(args, labeled, here / "model.semiseg", seed, parent, args.finetune_iterations)
+        record_round(args, here, labeled, {"seed": seed, "strategy": "case value", "case": case_id,
+                                           "round": 1, "picks": [], "pick_seconds": 0.0, **trained})
+        report()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m semiseg.case_value", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True, help="dataset folder with dataset.json")
+    p.add_argument("--truth", required=True, help="labels of the unlabeled cases (the simulated annotator)")
+    p.add_argument("--out", default="docs/benchmarks/case-value", help="report folder")
+    p.add_argument("--workdir", default="runs/case-value", help="models, datasets and per-run results")
+    p.add_argument("--seeds", default="0,1,2", help="the seeds this process runs")
+    p.add_argument("--planned-seeds", help="all seeds of the study, for the report (default --seeds)")
+    p.add_argument("--method", default="supervised")
+    p.add_argument("--iterations", type=int, default=400, help="round 0's iterations, from scratch")
+    p.add_argument("--finetune-iterations", type=int, default=200)
+    p.add_argument("--carry", choices=("best", "last"), default="last", help="round 0's checkpoint that is "
+                   "fine-tuned and ranks the pool: the best on the held-out case, or the last")
+    p.add_argument("--val-every", type=int, default=50)
+    p.add_argument("--n-filters", type=int, default=16)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--resample", type=float, metavar="MM", help="resample the data and the truth once to this "
+                   "spacing first (the cpu-lite grid is 2 mm)")
+    p.add_argument("--report-only", action="store_true", help="rewrite the report from the results found")
+    args = p.parse_args(argv)
+    from semiseg.case_value_report import write_report
+
+    settings = {k: v for k, v in vars(args).items() if k not in ("data", "truth", "out", "workdir", "report_only")}
+    settings["data"] = Path(args.data).name
+    settings["seeds"] = settings.pop("planned_seeds") or args.seeds
+    settings["command"] = (f"--data DATA --truth TRUTH{f' --resample {args.resample:g}' if args.resample else ''} "
+                           f"--seeds {settings['seeds']} --method {args.method} --iterations {args.iterations} "
+                           f"--finetune-iterations {args.finetune_iterations} --carry {args.carry} "
+                           f"--val-every {args.val_every} --n-filters {args.n_filters}")
+    settings["machine"] = machine_line(args.device)
+    previous = Path(args.out) / "results.json"
+    if args.report_only and previous.is_file():  # the machine the runs ran on, not the one rewriting the report
+        settings["machine"] = json.loads(previous.read_text(encoding="utf-8"))["settings"].get("machine", "")
+    workdir = Path(args.workdir)
+
+    def report() -> None:
+        features = {int(f.parent.parent.name[4:]): json.loads(f.read_text(encoding="utf-8"))
+                    for f in sorted(workdir.glob("seed*/case-value/features.json"))}
+        write_report(load_results(workdir), features, Path(args.out), settings)
+
+    if args.resample:
+        data, truth = resampled_copy(Path(args.data), Path(args.truth), workdir / "data", args.resample)
+        args.data, args.truth = str(data), str(truth)
+    if not args.report_only:
+        for seed in [int(s) for s in args.seeds.split(",") if s.strip()]:
+            value_seed(args, seed, report)
+    report()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
