@@ -146,11 +146,9 @@ def test_dice(model: Path, data: Path, work: Path, device: str) -> dict[str, flo
     return {cid: float(m["mean"]["dice"]) for cid, m in metrics["cases"].items()}
 
 
-def run_one(args, seed: int, strategy: str, rnd: int, state: dict) -> dict:
-    """One (seed, strategy, round): pick, annotate, train, test. `state` carries each strategy's last model,
-    dataset and picks from round to round."""
-    root = Path(args.workdir) / f"seed{seed}"
-    here = root / slug(strategy) / f"round{rnd}"
+def run_one(args, seed: int, strategy: str, rnd: int, state: dict, here: Path) -> dict:
+    """One (seed, strategy, round) in folder `here`: pick, annotate, train, test. `state` carries each
+    strategy's last model, dataset and picks from round to round."""
     record = here / "result.json"
     if record.exists():
         return json.loads(record.read_text(encoding="utf-8"))
@@ -213,7 +211,7 @@ def simulate_seed(args, seed: int, report) -> None:
             here = root / slug(strategy) / f"round{rnd}"
             if strategy not in chosen and not (here / "result.json").exists():
                 continue  # an arm this process leaves out; one found in --workdir still carries its chain
-            result = run_one(args, seed, strategy, rnd, state)
+            result = run_one(args, seed, strategy, rnd, state, here)
             if strategy.endswith(" + fine-tune"):  # the chains that carry their model to the next round
                 state[strategy].update(parent=state[strategy]["model"], model=here / carried,
                                        data=here / "data", picks=result["picks"])
