@@ -29,12 +29,14 @@ def _runs(noise: dict[int, dict[str, float]] | None = None) -> list[dict]:
 
 
 def _features(first_by_typical: list[str]) -> dict[int, dict]:
-    """Per seed: typicality ranks `first_by_typical` first; uncertain ranks the worst first; typiclust the best."""
+    """Per seed: typicality ranks `first_by_typical` first; uncertain ranks the worst first; typiclust picks the
+    best two."""
     by_worth = sorted(CASES, key=lambda c: -WORTH[c])
-    return {seed: {c: {"typicality": 1.0 - first_by_typical.index(c) / 10, "uncertainty": WORTH[c],
-                       "rank_typical": first_by_typical.index(c) + 1, "rank_uncertain": 5 - by_worth.index(c),
-                       "rank_typiclust": by_worth.index(c) + 1, "model_dice": 0.8, "volume_ml": 50.0 + i}
-                   for i, c in enumerate(CASES)} for seed in range(3)}
+    cases = {c: {"typicality": 1.0 - first_by_typical.index(c) / 10, "uncertainty": WORTH[c],
+                 "rank_typical": first_by_typical.index(c) + 1, "rank_uncertain": 5 - by_worth.index(c),
+                 "model_dice": 0.8, "volume_ml": 50.0 + i} for i, c in enumerate(CASES)}
+    picks = {"typical": first_by_typical[:2], "uncertain": by_worth[::-1][:2], "typiclust": by_worth[:2]}
+    return {seed: {"cases": cases, "picks": picks} for seed in range(3)}
 
 
 def test_a_case_is_worth_its_dice_above_the_control_at_the_same_seed():
@@ -56,7 +58,6 @@ def test_seeds_that_rank_the_cases_alike_agree_and_noise_does_not():
 
 def test_features_correlate_with_the_sign_meaning_put_first_is_worth_more():
     rhos = feature_correlations(case_values(_runs()), _features(CASES))
-    assert rhos["rank_typiclust"] == pytest.approx([1.0] * 3)  # ranks the best case first
     assert rhos["rank_uncertain"] == pytest.approx([-1.0] * 3)  # ranks the worst case first
     assert rhos["uncertainty"] == pytest.approx([1.0] * 3)
     assert rhos["typicality"] == pytest.approx([1.0] * 3)  # CASES is the order of worth
@@ -68,9 +69,9 @@ def test_pairs_compare_strategies_with_random_and_the_oracles():
     assert pairs["random (the mean over cases)"] == pytest.approx([mean] * 3)
     assert pairs["the 2 best at the seed (oracle)"] == pytest.approx([0.045] * 3)
     assert pairs["the 2 best at the other seeds"] == pytest.approx([0.045] * 3)
-    assert pairs["`typiclust`'s first 2"] == pytest.approx([0.045] * 3)
-    assert pairs["`typical`'s first 2"] == pytest.approx([0.0] * 3)  # e and d
-    assert pairs["`uncertain`'s first 2"] == pytest.approx([0.0] * 3)
+    assert pairs["`typiclust`'s picks"] == pytest.approx([0.045] * 3)
+    assert pairs["`typical`'s picks"] == pytest.approx([0.0] * 3)  # e and d
+    assert pairs["`uncertain`'s picks"] == pytest.approx([0.0] * 3)
 
 
 def test_a_tiny_study_runs_end_to_end_and_its_report_names_no_machine_path(tiny_dataset, tmp_path):
@@ -85,8 +86,10 @@ def test_a_tiny_study_runs_end_to_end_and_its_report_names_no_machine_path(tiny_
     results = json.loads((out / "results.json").read_text(encoding="utf-8"))
     pool = sorted(c.id for c in load_dataset(tiny_dataset).unlabeled)
     assert sorted(r["case"] for r in results["runs"] if "case" in r) == sorted([CONTROL] + pool)
-    assert sorted(results["features"]["0"]) == pool
-    assert {results["features"]["0"][c]["rank_typiclust"] for c in pool} == set(range(1, len(pool) + 1))
+    features = results["features"]["0"]
+    assert sorted(features["cases"]) == pool
+    assert {features["cases"][c]["rank_uncertain"] for c in pool} == set(range(1, len(pool) + 1))
+    assert {s: len(p) for s, p in features["picks"].items()} == {"typical": 2, "uncertain": 2, "typiclust": 2}
     text = (out / "README.md").read_text(encoding="utf-8")
     assert all(f"| {c} |" in text for c in pool) and (out / "values.png").is_file()
     assert str(tmp_path) not in text and str(tmp_path) not in json.dumps(results["settings"])

@@ -31,19 +31,26 @@ from semiseg.events import _clean
 
 CONTROL = "none"  # the control's "case": no case added
 SUGGEST_STRATEGIES = ("typical", "uncertain", "typiclust")
+RANKED = ("typical", "uncertain")  # greedy rankings: their first n are `suggest -n n`'s picks
 
 
 def pool_features(args, model: Path, data: Path) -> dict[str, dict]:
-    """{case id: what `suggest` measured with `model` (typicality, uncertainty, rank per strategy) and, from the
-    truth, `model`'s Dice on the case and the foreground's volume in ml}."""
+    """{"cases": {case id: what `suggest` measured with `model` (typicality, uncertainty, rank by `typical` and
+    `uncertain`) and, from the truth, `model`'s Dice on the case and the foreground's volume in ml}, "picks":
+    {strategy: the first --per-round cases `suggest` picks}}. Typiclust's ranking depends on how many it picks
+    (one cluster per pick), so only its picks at --per-round are kept."""
     from semiseg.devices import resolve_device
     from semiseg.infer import predict_volume
     from semiseg.io import read_label, read_volume
     from semiseg.model import load_model
     from semiseg.suggest import suggest
     features: dict[str, dict] = {}
+    picks = {}
     for strategy in SUGGEST_STRATEGIES:
-        for row in suggest(model, data, device=args.device, strategy=strategy):
+        rows = suggest(model, data, n=None if strategy in RANKED else args.per_round, device=args.device,
+                       strategy=strategy)
+        picks[strategy] = [r.id for r in rows[:args.per_round]]
+        for row in rows if strategy in RANKED else []:
             case = features.setdefault(row.id, {"typicality": row.typicality, "uncertainty": row.uncertainty})
             case[f"rank_{strategy}"] = row.rank
     dev = resolve_device(args.device)
@@ -55,7 +62,7 @@ def pool_features(args, model: Path, data: Path) -> dict[str, dict]:
         overlap = 2 * np.logical_and(truth, predicted).sum() / max(1, truth.sum() + predicted.sum())
         features[case.id].update(model_dice=float(overlap),
                                  volume_ml=float(truth.sum() * np.prod(image.spacing) / 1000))
-    return features
+    return {"cases": features, "picks": picks}
 
 
 def value_seed(args, seed: int, report) -> None:
@@ -89,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--method", default="supervised")
     p.add_argument("--iterations", type=int, default=400, help="round 0's iterations, from scratch")
     p.add_argument("--finetune-iterations", type=int, default=200)
+    p.add_argument("--per-round", type=int, default=2, help="cases annotated per round: how many each strategy's "
+                   "picks are compared with random ones")
     p.add_argument("--carry", choices=("best", "last"), default="last", help="round 0's checkpoint that is "
                    "fine-tuned and ranks the pool: the best on the held-out case, or the last")
     p.add_argument("--val-every", type=int, default=50)
@@ -105,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     settings["seeds"] = settings.pop("planned_seeds") or args.seeds
     settings["command"] = (f"--data DATA --truth TRUTH{f' --resample {args.resample:g}' if args.resample else ''} "
                            f"--seeds {settings['seeds']} --method {args.method} --iterations {args.iterations} "
-                           f"--finetune-iterations {args.finetune_iterations} --carry {args.carry} "
+                           f"--finetune-iterations {args.finetune_iterations} --per-round {args.per_round} --carry {args.carry} "
                            f"--val-every {args.val_every} --n-filters {args.n_filters}")
     settings["machine"] = machine_line(args.device)
     previous = Path(args.out) / "results.json"

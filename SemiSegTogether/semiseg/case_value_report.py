@@ -12,11 +12,11 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from semiseg.atomic import atomic_path
-from semiseg.case_value import CONTROL, SUGGEST_STRATEGIES
+from semiseg.case_value import CONTROL, RANKED, SUGGEST_STRATEGIES
 
 # What `suggest` sees (higher = ranked first) and what only the truth knows, as the report names them.
 FEATURES = {"typicality": "typicality", "uncertainty": "uncertainty",
-            **{f"rank_{s}": f"`{s}` rank (first = 1)" for s in SUGGEST_STRATEGIES},
+            **{f"rank_{s}": f"`{s}` rank (first = 1)" for s in RANKED},
             "model_dice": "round 0's Dice on the case (truth)", "volume_ml": "atrium volume (truth)"}
 
 
@@ -53,28 +53,30 @@ def feature_correlations(values: dict[int, dict[str, float]], features: dict[int
     enter negated, so that a positive rho always means "what the feature puts first is worth more"."""
     out: dict[str, list[float]] = {}
     for seed, seed_values in sorted(values.items()):
-        cases = sorted(c for c in seed_values if c in features.get(seed, {}))
+        known = features.get(seed, {}).get("cases", {})
+        cases = sorted(c for c in seed_values if c in known)
         if len(cases) < 3:
             continue
         for name in FEATURES:
             sign = -1 if name.startswith("rank_") else 1
-            rho = _rho([sign * features[seed][c][name] for c in cases], [seed_values[c] for c in cases])
+            rho = _rho([sign * known[c][name] for c in cases], [seed_values[c] for c in cases])
             if rho is not None:
                 out.setdefault(name, []).append(rho)
     return out
 
 
-def pair_values(values: dict[int, dict[str, float]], features: dict[int, dict], n: int = 2) -> dict[str, list[float]]:
-    """{how the n cases are chosen: [mean value of its n cases, per seed]}: each strategy's first n, a random
-    n (the mean over all cases), the n best at that seed (the oracle) and the n best by the other seeds' values
-    (how well one seed's values predict another's)."""
+def pair_values(values: dict[int, dict[str, float]], features: dict[int, dict]) -> dict[str, list[float]]:
+    """{how n cases are chosen: [mean value of its n cases, per seed]}: each strategy's n picks, a random n (the
+    mean over all cases), the n best at that seed (the oracle) and the n best by the other seeds' values (how
+    well one seed's values predict another's); n is how many the strategies picked."""
     out: dict[str, list[float]] = {}
-    complete = {s: v for s, v in values.items() if len(v) == len(features.get(s, v)) and len(v) > n}
+    complete = {s: v for s, v in values.items() if s in features and len(v) == len(features[s]["cases"])}
     for seed, v in sorted(complete.items()):
         out.setdefault("random (the mean over cases)", []).append(float(np.mean(list(v.values()))))
-        for strategy in SUGGEST_STRATEGIES:
-            first = sorted(v, key=lambda c: features[seed][c][f"rank_{strategy}"])[:n]
-            out.setdefault(f"`{strategy}`'s first {n}", []).append(float(np.mean([v[c] for c in first])))
+        picks = features[seed]["picks"]
+        for strategy, first in picks.items():
+            out.setdefault(f"`{strategy}`'s picks", []).append(float(np.mean([v[c] for c in first])))
+        n = max(map(len, picks.values()))
         out.setdefault(f"the {n} best at the seed (oracle)", []).append(float(np.mean(sorted(v.values())[-n:])))
         others = [w for s, w in complete.items() if s != seed]
         if others:
@@ -130,17 +132,19 @@ def write_report(results: list[dict], features: dict[int, dict], out: Path, sett
              f"{settings.get('machine', '')}", "",
              f"Round 0 (last checkpoint): {_pm(start).lstrip('+')} test Dice; the control: {_pm(control).lstrip('+')}.",
              "", "| case | value, last checkpoint (mean ± std, points) | value, selected checkpoint | "
-             "round 0's Dice on it | atrium ml | typicality | uncertainty | rank typical / uncertain / typiclust "
-             "(per seed) |", "|---|---|---|---|---|---|---|---|"]
+             "round 0's Dice on it | atrium ml | typicality | uncertainty | rank typical / uncertain (per seed) | "
+             "picked by (seeds) |", "|---|---|---|---|---|---|---|---|---|"]
     cases = sorted({c for v in values.values() for c in v},
                    key=lambda c: -np.mean([v[c] for v in values.values() if c in v]))
     for c in cases:
-        feats = [f[c] for f in features.values() if c in f]
+        feats = [f["cases"][c] for f in features.values() if c in f["cases"]]
         mean = {k: np.mean([f[k] for f in feats]) if feats else float("nan") for k in FEATURES}
-        ranks = " / ".join(",".join(str(f[f"rank_{s}"]) for f in feats) for s in SUGGEST_STRATEGIES)
+        ranks = " / ".join(",".join(str(f[f"rank_{s}"]) for f in feats) for s in RANKED)
+        picked = {s: sum(c in f["picks"].get(s, []) for f in features.values()) for s in SUGGEST_STRATEGIES}
         lines.append(f"| {c} | {_pm([v[c] for v in values.values() if c in v])} | "
                      f"{_pm([v[c] for v in selected.values() if c in v])} | {100 * mean['model_dice']:.1f} | "
-                     f"{mean['volume_ml']:.0f} | {mean['typicality']:.3f} | {mean['uncertainty']:.3f} | {ranks} |")
+                     f"{mean['volume_ml']:.0f} | {mean['typicality']:.3f} | {mean['uncertainty']:.3f} | {ranks} | "
+                     f"{', '.join(f'{s} {k}' for s, k in picked.items() if k) or '–'} |")
     lines += ["", "![each case's value per seed](values.png)", "", "## Does a case's value agree between seeds?", ""]
     agreement = seed_agreement(values)
     lines += [f"- seed {a} against seed {b}: Spearman's rho {rho:+.2f}" for a, b, rho in agreement] or \
@@ -148,7 +152,8 @@ def write_report(results: list[dict], features: dict[int, dict], out: Path, sett
     lines += ["", "## What predicts the value? (Spearman's rho per seed, mean ± std; positive = what the feature "
               "puts first is worth more)", ""]
     lines += [f"- {FEATURES[name]}: {_pm(rhos, 1)}" for name, rhos in feature_correlations(values, features).items()]
-    lines += ["", "## Two cases chosen each way (mean value of the two, points, mean ± std over seeds)", ""]
+    lines += ["", f"## {settings.get('per_round')} cases chosen each way (mean value of a case, points, mean ± std "
+              "over seeds)", ""]
     lines += [f"- {name}: {_pm(v)}" for name, v in pair_values(values, features).items()]
     reading = out / "reading.md"  # the interpretation, written by hand once runs are in
     if reading.is_file():
