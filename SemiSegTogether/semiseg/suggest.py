@@ -25,7 +25,8 @@ Two strategies take one of the first two as the value: `typical` (the default) r
 `uncertain` by uncertainty × novelty. Hacohen et al. show that the best query changes with the
 budget: typical cases win while the labeled set is small, uncertain ones once it covers the typical cases.
 On la-dev (4 to 10 labeled of 20) `uncertain` picked the smallest, least typical atria, and fine-tuning on
-them scored below random picks (docs/benchmarks/active-loop-uncertain). The pool is ranked greedily: at each
+them scored below random picks (docs/benchmarks/active-loop-uncertain); fine-tuned with one pool case at a
+time, typicality is the one score that predicts what the case adds (docs/benchmarks/case-value). The pool is ranked greedily: at each
 step the case with the largest value × novelty is taken, and novelty is recomputed against it. The score of
 a case is its value at the step it was taken.
 
