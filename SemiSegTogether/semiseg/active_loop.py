@@ -291,36 +291,42 @@ def main(argv: list[str] | None = None) -> int:
         p.error(str(exc))
     from semiseg.active_loop_report import write_report
 
-    # No machine paths in the report: the dataset by its folder name only.
+    seeds = args.planned_seeds or args.seeds
+    settings = study_settings(args, (
+        f"--data DATA --truth TRUTH{f' --resample {args.resample:g}' if args.resample else ''} "
+        f"--seeds {seeds} --method {args.method} --suggest-strategy {args.suggest_strategy} "
+        f"--iterations {args.iterations} --finetune-iterations {args.finetune_iterations} "
+        f"--val-every {args.val_every} --n-filters {args.n_filters} --per-round {args.per_round} --rounds {args.rounds}"
+        + (f" --short-finetune-iterations {args.short_finetune_iterations}" if args.short_finetune_iterations else "")
+        + (f" --arms {args.arms}" if args.arms else "") + (" --carry last" if args.carry == "last" else "")))
+    run_seeds(args, simulate_seed, lambda: write_report(load_results(Path(args.workdir)), Path(args.out), settings))
+    return 0
+
+
+def study_settings(args, command: str) -> dict:
+    """A simulation's settings for its report: the options with no machine path (the dataset by its folder name),
+    `command` and the machine the runs ran on (with --report-only, the one the report already names)."""
     settings = {k: v for k, v in vars(args).items() if k not in ("data", "truth", "out", "workdir", "report_only")}
     settings["data"] = Path(args.data).name
     settings["seeds"] = settings.pop("planned_seeds") or args.seeds
-    settings["command"] = (f"--data DATA --truth TRUTH{f' --resample {args.resample:g}' if args.resample else ''} "
-                           f"--seeds {settings['seeds']} --method {args.method} "
-                           f"--suggest-strategy {args.suggest_strategy} --iterations {args.iterations} "
-                           f"--finetune-iterations {args.finetune_iterations} --val-every {args.val_every} "
-                           f"--n-filters {args.n_filters} --per-round {args.per_round} --rounds {args.rounds}"
-                           + (f" --short-finetune-iterations {args.short_finetune_iterations}"
-                              if args.short_finetune_iterations else "")
-                           + (f" --arms {args.arms}" if args.arms else "")
-                           + (" --carry last" if args.carry == "last" else ""))
+    settings["command"] = command
     settings["machine"] = machine_line(args.device)
     previous = Path(args.out) / "results.json"
-    if args.report_only and previous.is_file():  # the machine the runs ran on, not the one rewriting the report
+    if args.report_only and previous.is_file():
         settings["machine"] = json.loads(previous.read_text(encoding="utf-8"))["settings"].get("machine", "")
+    return settings
 
-    def report() -> None:
-        write_report(load_results(Path(args.workdir)), Path(args.out), settings)
 
+def run_seeds(args, per_seed, report) -> None:
+    """Resample the data once (--resample), run `per_seed(args, seed, report)` for each of --seeds unless
+    --report-only, and write the report."""
     if args.resample:
         data, truth = resampled_copy(Path(args.data), Path(args.truth), Path(args.workdir) / "data", args.resample)
         args.data, args.truth = str(data), str(truth)
     if not args.report_only:
         for seed in [int(s) for s in args.seeds.split(",") if s.strip()]:
-            simulate_seed(args, seed, report)
+            per_seed(args, seed, report)
     report()
-    return 0
-
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from semiseg.active_loop import (annotate, carried_model, load_results, machine_line, record_round,
-                                 resampled_copy, round_zero, train_round)
+from semiseg.active_loop import (annotate, carried_model, load_results, record_round, round_zero, run_seeds,
+                                 study_settings, train_round)
 from semiseg.atomic import atomic_path
 from semiseg.datasets import load_dataset
 from semiseg.events import _clean
@@ -109,17 +109,12 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     from semiseg.case_value_report import write_report
 
-    settings = {k: v for k, v in vars(args).items() if k not in ("data", "truth", "out", "workdir", "report_only")}
-    settings["data"] = Path(args.data).name
-    settings["seeds"] = settings.pop("planned_seeds") or args.seeds
-    settings["command"] = (f"--data DATA --truth TRUTH{f' --resample {args.resample:g}' if args.resample else ''} "
-                           f"--seeds {settings['seeds']} --method {args.method} --iterations {args.iterations} "
-                           f"--finetune-iterations {args.finetune_iterations} --per-round {args.per_round} --carry {args.carry} "
-                           f"--val-every {args.val_every} --n-filters {args.n_filters}")
-    settings["machine"] = machine_line(args.device)
-    previous = Path(args.out) / "results.json"
-    if args.report_only and previous.is_file():  # the machine the runs ran on, not the one rewriting the report
-        settings["machine"] = json.loads(previous.read_text(encoding="utf-8"))["settings"].get("machine", "")
+    seeds = args.planned_seeds or args.seeds
+    settings = study_settings(args, (
+        f"--data DATA --truth TRUTH{f' --resample {args.resample:g}' if args.resample else ''} --seeds {seeds} "
+        f"--method {args.method} --iterations {args.iterations} --finetune-iterations {args.finetune_iterations} "
+        f"--per-round {args.per_round} --carry {args.carry} --val-every {args.val_every} "
+        f"--n-filters {args.n_filters}"))
     workdir = Path(args.workdir)
 
     def report() -> None:
@@ -127,15 +122,8 @@ def main(argv: list[str] | None = None) -> int:
                     for f in sorted(workdir.glob("seed*/case-value/features.json"))}
         write_report(load_results(workdir), features, Path(args.out), settings)
 
-    if args.resample:
-        data, truth = resampled_copy(Path(args.data), Path(args.truth), workdir / "data", args.resample)
-        args.data, args.truth = str(data), str(truth)
-    if not args.report_only:
-        for seed in [int(s) for s in args.seeds.split(",") if s.strip()]:
-            value_seed(args, seed, report)
-    report()
+    run_seeds(args, value_seed, report)
     return 0
-
 
 if __name__ == "__main__":
     raise SystemExit(main())
