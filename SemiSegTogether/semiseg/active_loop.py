@@ -254,16 +254,28 @@ def load_results(workdir: Path) -> list[dict]:
     return [json.loads(p.read_text(encoding="utf-8")) for p in sorted(workdir.glob("seed*/**/result.json"))]
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m semiseg.active_loop", description=__doc__,
+def study_parser(prog: str, description: str, name: str) -> argparse.ArgumentParser:
+    """The options every la-dev simulation shares (report in docs/benchmarks/`name`, runs in runs/`name`)."""
+    p = argparse.ArgumentParser(prog=f"python -m {prog}", description=description,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="dataset folder with dataset.json")
     p.add_argument("--truth", required=True, help="labels of the unlabeled cases (the simulated annotator)")
-    p.add_argument("--out", default="docs/benchmarks/active-loop", help="report folder")
-    p.add_argument("--workdir", default="runs/active-loop", help="models, datasets and per-run results")
+    p.add_argument("--out", default=f"docs/benchmarks/{name}", help="report folder")
+    p.add_argument("--workdir", default=f"runs/{name}", help="models, datasets and per-run results")
     p.add_argument("--seeds", default="0,1,2", help="the seeds this process runs")
     p.add_argument("--planned-seeds", help="all seeds of the study, for the report (default --seeds); several "
                                            "processes can run one seed each into the same --workdir")
+    p.add_argument("--val-every", type=int, default=50)
+    p.add_argument("--n-filters", type=int, default=16, help="network width (the cpu-lite profile's is 16)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--resample", type=float, metavar="MM", help="resample the data and the truth once to this "
+                   "spacing first (the cpu-lite grid is 2 mm); Dice is then scored on that grid")
+    p.add_argument("--report-only", action="store_true", help="rewrite the report from the results found")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = study_parser("semiseg.active_loop", __doc__, "active-loop")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--per-round", type=int, default=2)
     p.add_argument("--method", default="mean-teacher")
@@ -278,12 +290,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--carry", choices=("best", "last"), default="best", help="the checkpoint each fine-tune "
                    "chain carries on (ranks the pool with and fine-tunes): the best on the held-out case, or the "
                    "last")
-    p.add_argument("--val-every", type=int, default=50)
-    p.add_argument("--n-filters", type=int, default=16, help="network width (the cpu-lite profile's is 16)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--resample", type=float, metavar="MM", help="resample the data and the truth once to this "
-                   "spacing before the rounds (the cpu-lite grid is 2 mm); Dice is then scored on that grid")
-    p.add_argument("--report-only", action="store_true", help="rewrite the report from the results found")
     args = p.parse_args(argv)
     try:
         arms(args)

@@ -17,17 +17,15 @@ freely); the report is rewritten after each run.
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import numpy as np
 
 from semiseg.active_loop import (annotate, carried_model, load_results, record_round, round_zero, run_seeds,
-                                 study_settings, train_round)
+                                 study_parser, study_settings, train_round)
 from semiseg.atomic import atomic_path
 from semiseg.datasets import load_dataset
-from semiseg.events import _clean
 
 CONTROL = "none"  # the control's "case": no case added
 SUGGEST_STRATEGIES = ("typical", "uncertain", "typiclust")
@@ -85,14 +83,7 @@ def value_seed(args, seed: int, report) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m semiseg.case_value", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", required=True, help="dataset folder with dataset.json")
-    p.add_argument("--truth", required=True, help="labels of the unlabeled cases (the simulated annotator)")
-    p.add_argument("--out", default="docs/benchmarks/case-value", help="report folder")
-    p.add_argument("--workdir", default="runs/case-value", help="models, datasets and per-run results")
-    p.add_argument("--seeds", default="0,1,2", help="the seeds this process runs")
-    p.add_argument("--planned-seeds", help="all seeds of the study, for the report (default --seeds)")
+    p = study_parser("semiseg.case_value", __doc__, "case-value")
     p.add_argument("--method", default="supervised")
     p.add_argument("--iterations", type=int, default=400, help="round 0's iterations, from scratch")
     p.add_argument("--finetune-iterations", type=int, default=200)
@@ -100,12 +91,6 @@ def main(argv: list[str] | None = None) -> int:
                    "picks are compared with random ones")
     p.add_argument("--carry", choices=("best", "last"), default="last", help="round 0's checkpoint that is "
                    "fine-tuned and ranks the pool: the best on the held-out case, or the last")
-    p.add_argument("--val-every", type=int, default=50)
-    p.add_argument("--n-filters", type=int, default=16)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--resample", type=float, metavar="MM", help="resample the data and the truth once to this "
-                   "spacing first (the cpu-lite grid is 2 mm)")
-    p.add_argument("--report-only", action="store_true", help="rewrite the report from the results found")
     args = p.parse_args(argv)
     from semiseg.case_value_report import write_report
 
