@@ -6,7 +6,7 @@ Per seed, round 0 of `semiseg.active_loop` (the same settings give the same mode
 case in turn, that case alone is labeled from the truth folder (the simulated annotator) and round 0's model is
 fine-tuned on the labeled cases plus it. A control fine-tunes on the labeled cases alone for as long, so that a
 case's value is its test Dice less the control's: what annotating it adds beyond more training. Beside each
-value, what `suggest` saw with round 0's model (its typicality, uncertainty and rank under each strategy) and
+value, what `suggest` saw with round 0's model (typicality, uncertainty, ranks and each strategy's picks) and
 what it could not (round 0's Dice on the case and the atrium's size, from the truth), with their rank
 correlations to the value; and how far the value of a case agrees between seeds, which bounds how well any
 ranking can do.
