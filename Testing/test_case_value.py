@@ -8,7 +8,7 @@ import pytest
 
 from helpers_data import make_label
 from semiseg.case_value import CONTROL, main
-from semiseg.case_value_report import case_values, feature_correlations, pair_values, seed_agreement
+from semiseg.case_value_report import case_values, feature_correlations, pick_values, seed_agreement
 from semiseg.datasets import load_dataset
 from semiseg.io import read_volume, write_volume
 
@@ -63,15 +63,15 @@ def test_features_correlate_with_the_sign_meaning_put_first_is_worth_more():
     assert rhos["typicality"] == pytest.approx([1.0] * 3)  # CASES is the order of worth
 
 
-def test_pairs_compare_strategies_with_random_and_the_oracles():
-    pairs = pair_values(case_values(_runs()), _features(list(reversed(CASES))))
+def test_picks_are_compared_with_random_and_the_oracles():
+    picks = pick_values(case_values(_runs()), _features(list(reversed(CASES))))
     mean = sum(WORTH.values()) / len(WORTH)
-    assert pairs["random (the mean over cases)"] == pytest.approx([mean] * 3)
-    assert pairs["the 2 best at the seed (oracle)"] == pytest.approx([0.045] * 3)
-    assert pairs["the 2 best at the other seeds"] == pytest.approx([0.045] * 3)
-    assert pairs["`typiclust`'s picks"] == pytest.approx([0.045] * 3)
-    assert pairs["`typical`'s picks"] == pytest.approx([0.0] * 3)  # e and d
-    assert pairs["`uncertain`'s picks"] == pytest.approx([0.0] * 3)
+    assert picks["random (the mean over cases)"] == pytest.approx([mean] * 3)
+    assert picks["the 2 best at the seed (oracle)"] == pytest.approx([0.045] * 3)
+    assert picks["the 2 best at the other seeds"] == pytest.approx([0.045] * 3)
+    assert picks["`typiclust`'s picks"] == pytest.approx([0.045] * 3)
+    assert picks["`typical`'s picks"] == pytest.approx([0.0] * 3)  # e and d
+    assert picks["`uncertain`'s picks"] == pytest.approx([0.0] * 3)
 
 
 def test_a_tiny_study_runs_end_to_end_and_its_report_names_no_machine_path(tiny_dataset, tmp_path):

@@ -65,7 +65,7 @@ def feature_correlations(values: dict[int, dict[str, float]], features: dict[int
     return out
 
 
-def pair_values(values: dict[int, dict[str, float]], features: dict[int, dict]) -> dict[str, list[float]]:
+def pick_values(values: dict[int, dict[str, float]], features: dict[int, dict]) -> dict[str, list[float]]:
     """{how n cases are chosen: [mean value of its n cases, per seed]}: each strategy's n picks, a random n (the
     mean over all cases), the n best at that seed (the oracle) and the n best by the other seeds' values (how
     well one seed's values predict another's); n is how many the strategies picked."""
@@ -154,7 +154,7 @@ def write_report(results: list[dict], features: dict[int, dict], out: Path, sett
     lines += [f"- {FEATURES[name]}: {_pm(rhos, 1)}" for name, rhos in feature_correlations(values, features).items()]
     lines += ["", f"## {settings.get('per_round')} cases chosen each way (mean value of a case, points, mean ± std "
               "over seeds)", ""]
-    lines += [f"- {name}: {_pm(v)}" for name, v in pair_values(values, features).items()]
+    lines += [f"- {name}: {_pm(v)}" for name, v in pick_values(values, features).items()]
     reading = out / "reading.md"  # the interpretation, written by hand once runs are in
     if reading.is_file():
         lines += ["", "## Reading", "", reading.read_text(encoding="utf-8").strip()]
