@@ -86,6 +86,12 @@ def pick_values(values: dict[int, dict[str, float]], features: dict[int, dict]) 
     return out
 
 
+def mean_values(values: dict[int, dict[str, float]]) -> dict[str, float]:
+    """{case: its value averaged over the seeds that have it}."""
+    cases = {c for v in values.values() for c in v}
+    return {c: float(np.mean([v[c] for v in values.values() if c in v])) for c in cases}
+
+
 def _pm(values: list[float], scale: float = 100) -> str:
     return f"{scale * np.mean(values):+.1f} ± {scale * np.std(values):.1f}" if values else "–"
 
@@ -94,11 +100,10 @@ def figure(values: dict[int, dict[str, float]], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     from semiseg.figures import save_figure  # sets the headless backend
-    cases = sorted({c for v in values.values() for c in v},
-                   key=lambda c: np.mean([v[c] for v in values.values() if c in v]))
+    mean = mean_values(values)
+    cases = sorted(mean, key=mean.get)
     fig, ax = plt.subplots(figsize=(9, 3.6))
-    means = [100 * np.mean([v[c] for v in values.values() if c in v]) for c in cases]
-    ax.bar(range(len(cases)), means, color="0.8", label="mean over seeds")
+    ax.bar(range(len(cases)), [100 * mean[c] for c in cases], color="0.8", label="mean over seeds")
     for (seed, v), marker in zip(sorted(values.items()), "osd^v"):
         xs = [i for i, c in enumerate(cases) if c in v]
         ax.plot(xs, [100 * v[cases[i]] for i in xs], marker, linestyle="none", label=f"seed {seed}")
@@ -134,8 +139,8 @@ def write_report(results: list[dict], features: dict[int, dict], out: Path, sett
              "", "| case | value, last checkpoint (mean ± std, points) | value, selected checkpoint | "
              "round 0's Dice on it | atrium ml | typicality | uncertainty | rank typical / uncertain (per seed) | "
              "picked by (seeds) |", "|---|---|---|---|---|---|---|---|---|"]
-    cases = sorted({c for v in values.values() for c in v},
-                   key=lambda c: -np.mean([v[c] for v in values.values() if c in v]))
+    mean_value = mean_values(values)
+    cases = sorted(mean_value, key=mean_value.get, reverse=True)
     for c in cases:
         feats = [f["cases"][c] for f in features.values() if c in f["cases"]]
         mean = {k: np.mean([f[k] for f in feats]) if feats else float("nan") for k in FEATURES}
