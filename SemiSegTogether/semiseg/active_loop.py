@@ -92,8 +92,13 @@ def annotate(previous: Path, target: Path, picks: list[str], truth: Path) -> Pat
         shutil.rmtree(target)
     shutil.copytree(previous, target)
     for case_id in picks:
-        add_labeled(target, case_id, next(truth.glob(f"{case_id}.*")))
+        add_labeled(target, case_id, truth_file(truth, case_id))
     return target
+
+
+def truth_file(truth: Path, case_id: str) -> Path:
+    """The simulated annotator's label of `case_id` in the truth folder."""
+    return next(truth.glob(f"{case_id}.*"))
 
 
 def pick(strategy: str, model: Path, data: Path, n: int, seed: int, rnd: int, device: str,

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from semiseg.active_loop import (annotate, carried_model, load_results, record_round, round_zero, run_seeds,
-                                 study_parser, study_settings, train_round)
+                                 study_parser, study_settings, train_round, truth_file)
 from semiseg.atomic import atomic_path
 from semiseg.datasets import load_dataset
 
@@ -42,6 +42,7 @@ def pool_features(args, model: Path, data: Path) -> dict[str, dict]:
     from semiseg.io import read_label, read_volume
     from semiseg.model import load_model
     from semiseg.suggest import suggest
+    from semiseg.training.validation import dice
     features: dict[str, dict] = {}
     picks = {}
     for strategy in SUGGEST_STRATEGIES:
@@ -55,10 +56,9 @@ def pool_features(args, model: Path, data: Path) -> dict[str, dict]:
     net, manifest = load_model(model, dev)
     for case in load_dataset(data).unlabeled:
         image = read_volume(case.image)
-        truth = read_label(next(Path(args.truth).glob(f"{case.id}.*")), reference=image).array > 0
+        truth = read_label(truth_file(Path(args.truth), case.id), reference=image).array > 0
         predicted = predict_volume(net, manifest, image, dev, overlap=0.5)[0].array > 0
-        overlap = 2 * np.logical_and(truth, predicted).sum() / max(1, truth.sum() + predicted.sum())
-        features[case.id].update(model_dice=float(overlap),
+        features[case.id].update(model_dice=dice(predicted, truth),
                                  volume_ml=float(truth.sum() * np.prod(image.spacing) / 1000))
     return {"cases": features, "picks": picks}
 
