@@ -167,11 +167,17 @@ def write_report(results: list[dict], out: Path, settings: dict) -> Path:
     lines += ["", "## Goals", "", *(goals(table) or ["- Not enough finished rounds to compare yet."]), "",
               "![test Dice and wall time per round](rounds.png)", "",
               "Picks per seed and round (suggest's and random's) are in `results.json`."]
-    reading = out / "reading.md"  # the interpretation, written by hand once runs are in
+    return write_study(out, lines, {"settings": settings, "runs": results})
+
+
+def write_study(out: Path, lines: list[str], results: dict) -> Path:
+    """A simulation's README.md (`lines`, then out/reading.md, the interpretation written by hand once runs are
+    in) and its results.json (`results`), each written atomically."""
+    reading = out / "reading.md"
     if reading.is_file():
-        lines += ["", "## Reading", "", reading.read_text(encoding="utf-8").strip()]
+        lines = [*lines, "", "## Reading", "", reading.read_text(encoding="utf-8").strip()]
     with atomic_path(out / "results.json", ".json") as tmp:
-        tmp.write_text(json.dumps({"settings": settings, "runs": results}, indent=2) + "\n", encoding="utf-8")
+        tmp.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     with atomic_path(out / "README.md", ".md") as tmp:
         tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return out / "README.md"

@@ -4,14 +4,13 @@ value itself agrees between seeds. Written from whatever runs have finished."""
 
 from __future__ import annotations
 
-import json
 from itertools import combinations
 from pathlib import Path
 
 import numpy as np
 from scipy.stats import spearmanr
 
-from semiseg.atomic import atomic_path
+from semiseg.active_loop_report import write_study
 from semiseg.case_value import CONTROL, RANKED, SUGGEST_STRATEGIES
 
 # What `suggest` sees (higher = ranked first) and what only the truth knows, as the report names them.
@@ -160,12 +159,4 @@ def write_report(results: list[dict], features: dict[int, dict], out: Path, sett
     lines += ["", f"## {settings.get('per_round')} cases chosen each way (mean value of a case, points, mean ± std "
               "over seeds)", ""]
     lines += [f"- {name}: {_pm(v)}" for name, v in pick_values(values, features).items()]
-    reading = out / "reading.md"  # the interpretation, written by hand once runs are in
-    if reading.is_file():
-        lines += ["", "## Reading", "", reading.read_text(encoding="utf-8").strip()]
-    with atomic_path(out / "results.json", ".json") as tmp:
-        tmp.write_text(json.dumps({"settings": settings, "runs": results, "features": features}, indent=2) + "\n",
-                       encoding="utf-8")
-    with atomic_path(out / "README.md", ".md") as tmp:
-        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return out / "README.md"
+    return write_study(out, lines, {"settings": settings, "runs": results, "features": features})
