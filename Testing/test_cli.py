@@ -143,7 +143,7 @@ def cli_model(tiny_dataset, tmp_path_factory):
 def test_train(cli_model):
     model, events, out = cli_model
     assert (model / "model.json").is_file()
-    assert out.startswith(f"wrote {model}") and "best validation Dice" in out
+    assert out.startswith(f"wrote {model} (the last checkpoint;") and "best at" in out
     manifest = json.loads((model / "model.json").read_text(encoding="utf-8"))
     assert manifest["architecture"]["args"]["n_filters"] == 4 and manifest["training"]["seed"] == 3
     kinds = [strict_json(line)["event"] for line in events.read_text(encoding="utf-8").splitlines()]

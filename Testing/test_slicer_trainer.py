@@ -345,7 +345,8 @@ def trainEvents(start=0, total=10, cancelAt=None):
             evs.append({"event": "checkpoint", "iteration": it, "path": "/ck/last.pt", "kind": "last"})
         if cancelAt == it:
             return evs
-    evs.append({"event": "done", "model": "/m/x.semiseg", "seconds": 20.0, "best_dice": 0.5})
+    evs.append({"event": "done", "model": "/m/x.semiseg", "checkpoint": "last", "seconds": 20.0, "best_dice": 0.5,
+                "last_dice": 0.45})
     return evs
 
 
@@ -366,7 +367,7 @@ def test_training_progress_curves_eta_and_done():
     assert [it for it, _ in p.lossCurve()] == list(range(1, 11))
     assert p.dice == [(5, 0.25), (10, 0.5)] and p.perLabelDice["liver"] == [(5, 0.25), (10, 0.5)]
     assert (p.lastCheckpoint, p.bestCheckpoint, p.checkpointIteration) == ("/ck/last.pt", "/ck/best.pt", 10)
-    assert p.statusText() == "done, best validation Dice 0.500"
+    assert p.statusText() == "done, validation Dice 0.450 (last checkpoint)"  # the exported model's
     assert progress.formatDuration(3725) == "1 h 02 min" and progress.formatDuration(None) == "?"
 
 
@@ -376,11 +377,12 @@ def test_training_progress_says_when_the_time_limit_stopped_training_early():
     for e in trainEvents(total=10, cancelAt=6):
         p.apply(e)
     p.apply({"event": "deadline", "iteration": 6, "total_iterations": 10, "budget_seconds": 60})
+    # An engine before the last-checkpoint default: its done event names no checkpoint, and it shipped the best.
     p.apply({"event": "done", "model": "/m/x.semiseg", "seconds": 55.0, "best_dice": 0.3})
     p.finished(0)
     assert p.percent() == 100 and p.stoppedEarly == (6, 10)
-    assert p.statusText() == "done, best validation Dice 0.300 (stopped at iteration 6 of 10 planned, to keep the " \
-                             "time limit)"
+    assert p.statusText() == ("done, validation Dice 0.300 (best checkpoint) (stopped at iteration 6 of 10 "
+                              "planned, to keep the time limit)")
 
 
 def test_training_progress_failure_and_cancel():

@@ -47,8 +47,11 @@ def test_run_writes_package_checkpoints_and_events(tiny_run):
     assert not list(tiny_run.workdir.glob(".*")), "temporary files left in the workdir"
     net, manifest = load_model(tiny_run.model)
     assert manifest["training"]["iterations"] == 4
-    assert manifest["metrics"]["checkpoint"] == "best"
-    assert manifest["metrics"]["validation"]["iteration"] == tiny_run.result.best_iteration
+    # The package holds the last weights (nnU-Net's final checkpoint); the card also names the best validation.
+    assert manifest["metrics"]["checkpoint"] == "last" and tiny_run.result.models == {"last": tiny_run.model}
+    assert manifest["metrics"]["validation"] == manifest["metrics"]["last"]
+    assert manifest["metrics"]["validation"]["iteration"] == 4
+    assert manifest["metrics"]["best"]["iteration"] == tiny_run.result.best_iteration
     # The model card carries the measured cost the Slicer module shows (sliding window on validation cases).
     assert manifest["inference"]["seconds_per_volume"] > 0 and manifest["inference"]["device"] == "cpu"
     assert manifest["training"]["seconds"] > 0 and manifest["training"]["peak_memory_mb"] > 0
@@ -83,6 +86,39 @@ def test_run_writes_package_checkpoints_and_events(tiny_run):
     assert start["total_iterations"] == 4 and start["method"] == "supervised" and start["device"] == "cpu"
     assert done["model"] == str(tiny_run.model) and done["seconds"] > 0
     assert read_events(tiny_run.events) == events
+
+
+def _weights(package: Path) -> dict:
+    return load_model(package)[0].state_dict()
+
+
+def test_checkpoint_best_ships_the_selected_weights_and_export_both_writes_the_last_beside(tiny_dataset, tmp_path,
+                                                                                           monkeypatch):
+    import itertools
+
+    from semiseg.training import validation
+    scores = itertools.count()
+    monkeypatch.setattr(validation, "dice", lambda pred, gt: 1.0 / (1 + next(scores)))  # the first validation wins
+    cfg = config(tiny_dataset, tmp_path, checkpoint="best", export_other=True)
+    result = train(cfg)
+    best, last = Path(cfg.out), tmp_path / "m-last.semiseg"
+    assert result.models == {"best": best, "last": last} and result.best_iteration == 2
+    assert {k: load_model(p)[1]["metrics"]["checkpoint"] for k, p in result.models.items()} == {"best": "best",
+                                                                                                 "last": "last"}
+    assert load_model(best)[1]["metrics"]["validation"]["iteration"] == 2
+    saved_best = torch.load(cfg.workdir_path() / "best.pt", map_location="cpu", weights_only=True)["inference"]
+    saved_last = {k.removeprefix("net."): v for k, v in _last_state(cfg.workdir_path())["method"].items()}
+    for package, saved in ((best, saved_best), (last, saved_last)):
+        weights = _weights(package)
+        assert all(torch.equal(weights[k], saved[k]) for k in weights)
+    assert any(not torch.equal(saved_best[k], saved_last[k]) for k in saved_best)  # two different packages
+
+
+def test_without_validation_cases_the_package_holds_the_last_weights_whatever_was_asked(tiny_dataset, tmp_path):
+    cfg = config(tiny_dataset, tmp_path, val_cases=0, checkpoint="best", export_other=True)
+    result = train(cfg)
+    assert result.models == {"last": Path(cfg.out)} and not (tmp_path / "m-last.semiseg").exists()
+    assert load_model(cfg.out)[1]["metrics"]["checkpoint"] == "last"
 
 
 # ---- cancel and resume -------------------------------------------------------------------------------

@@ -425,7 +425,7 @@ def _run_one(s, p, ds, variant, method, options, seed, device, work, inherited) 
     cfg = TrainConfig(data=str(s.data), out=str(model), method=method, method_options=options,
                       iterations=p["iterations"], batch_labeled=p["batch_labeled"],
                       batch_unlabeled=p["batch_unlabeled"], patch=p["patch"], spacing=p["spacing"], seed=seed,
-                      device=str(device), val_every=p["val_every"], export_last=True,
+                      device=str(device), val_every=p["val_every"], checkpoint="best", export_other=True,
                       workdir=str(work / "checkpoints" / tag), events=str(work / "logs" / f"{tag}.jsonl"),
                       progress=s.progress, pool_truth=str(s.pool_truth) if s.pool_truth else None)
     if s.time_seconds is None:
@@ -442,7 +442,7 @@ def _run_one(s, p, ds, variant, method, options, seed, device, work, inherited) 
            "pool_curve": [(h["iteration"], h["dice"]) for h in result.pool_history], "checkpoints": {}}
     if s.time_seconds is not None:
         run["plan"] = planned_settings(result.model)
-    models = {"best": result.model, "last": result.last_model or result.model}
+    models = {"best": result.models.get("best", result.model), "last": result.models["last"]}
     for ckpt, path in models.items():
         net, manifest = load_model(path, device)
         pred_dir = work / "predictions" / tag / ckpt

@@ -121,8 +121,14 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--schedule", choices=["poly", "constant", "step"], help="LR schedule (default poly 0.9)")
     p.add_argument("--device", default="auto", help="auto (CUDA if present) | cpu | cuda | cuda:N | mps")
     p.add_argument("--val-every", type=int, help="validate every N iterations (default 200; with --time: planned)")
-    p.add_argument("--val-cases", type=int, help="labeled cases held out for validation and checkpoint "
-                                                 "selection (default: a fifth, at least 1, when ≥3 labeled)")
+    p.add_argument("--val-cases", type=int, help="labeled cases held out for validation (default: a fifth, at "
+                                                 "least 1, when ≥3 labeled)")
+    p.add_argument("--checkpoint", default="last", choices=["last", "best"],
+                   help="what the package holds: the last weights (default, as nnU-Net ships its final "
+                        "checkpoint; with a few held-out cases the best one is picked by noise) or the best on "
+                        "the validation cases")
+    p.add_argument("--export-both", action="store_true", help="also write the other checkpoint beside --out, as "
+                   "NAME-best.semiseg or NAME-last.semiseg")
     p.add_argument("--fg-ratio", type=float, default=0.33, help="share of labeled patches centred on a foreground "
                    "voxel of a random class, as nnU-Net oversamples (default 0.33)")
     p.add_argument("--augment", default="standard", choices=["none", "light", "standard", "strong"],
@@ -143,7 +149,8 @@ def _train_config(args, **overrides):
         method_options=_options(args.option), patch=args.patch, spacing=args.spacing, intensity=args.intensity,
         optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay, schedule=args.schedule,
         device=args.device, fast=_fast_paths(args), val_cases=args.val_cases, threads=args.threads,
-        fg_ratio=args.fg_ratio, augment=args.augment, **given, **overrides)
+        fg_ratio=args.fg_ratio, augment=args.augment, checkpoint=args.checkpoint, export_other=args.export_both,
+        **given, **overrides)
 
 
 def _given_settings(args) -> set[str]:
@@ -291,10 +298,13 @@ def cmd_train(args) -> int:
     result = train(cfg)
     if distributed.launch_rank() != 0:
         return 0  # rank 0 reports
-    best = f"best validation Dice {result.best_dice:.4f} at {result.best_iteration}" if result.best_dice is not None \
-        else "no validation cases"
+    shipped = next(k for k, path in result.models.items() if path == result.model)
+    dice = (f"validation Dice {result.last_dice:.4f} last, {result.best_dice:.4f} best at {result.best_iteration}"
+            if result.best_dice is not None else "no validation cases")
+    others = [str(path) for path in result.models.values() if path != result.model]
     from semiseg.training.curves import curves_path
-    print(f"wrote {result.model} ({result.iterations} iterations, {result.seconds:.0f} s, {best}); curves "
+    print(f"wrote {result.model} (the {shipped} checkpoint; {result.iterations} iterations, {result.seconds:.0f} s, "
+          f"{dice}){'; also ' + ', '.join(others) if others else ''}; curves "
           f"{curves_path(result.model)}")
     return 0
 

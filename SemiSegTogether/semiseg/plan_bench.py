@@ -114,8 +114,9 @@ def report(runs: list[dict], title: str, command: str) -> str:
     lines = [f"# {title}", "", f"Produced by `{command}`.", "",
              "Each row is one `semiseg train --time BUDGET` process on the machine described below; *planned* is "
              "the planner's predicted wall time (planning + data + training + validation + export), *actual* the "
-             "process's wall time from start to exit. Test Dice: the best-validation model on the test split, "
-             "mean over cases, in %.", "",
+             "process's wall time from start to exit. Test Dice: the package the run wrote (the last checkpoint; "
+             "before that became `train`'s default, the best-validation one) on the test split, mean over cases, "
+             "in %.", "",
              "| budget | method | planned | actual | actual / planned | test Dice % | spacing mm | patch | width | "
              "iterations | s / step | threads | load (mean, max) |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]

@@ -216,7 +216,7 @@ class _Trainer:
         result = self._finish(seconds, last_dice) if self.is_main else None
         distributed.barrier()
         if not self.is_main:
-            result = TrainResult(Path(c.out), None, self.trained_iterations, seconds, None, None, None,
+            result = TrainResult(Path(c.out), {}, self.trained_iterations, seconds, None, None, None,
                                  peak_memory_mb(self.device), [], self.step_seconds)
         return result
 
@@ -273,11 +273,13 @@ class _Trainer:
             first_val = split_validation(data.dataset.training, c.val_cases)[1][0]
             card["inference"] = {**self.validator.inference_cost, **measure_prediction(
                 net, card, first_val, self.device, self.fast)}
-        last_model = export_models(c, card, net, self.validator.best_ckpt, last_dice, bool(data.val_cases))
+        models = export_models(c, card, net, self.validator.best_ckpt,
+                               {"dice": last_dice, "iteration": self.trained_iterations}, bool(data.val_cases))
         write_curves(c.out, self.loss_curve, self.validator.history, title=f"{card['name']}: {c.method}")
-        self.events.emit("done", model=str(c.out), seconds=seconds, best_dice=best["dice"],
+        shipped = next(k for k, path in models.items() if path == Path(c.out))
+        self.events.emit("done", model=str(c.out), checkpoint=shipped, seconds=seconds, best_dice=best["dice"],
                          best_iteration=best["iteration"], last_dice=last_dice)
-        return TrainResult(Path(c.out), last_model if data.val_cases else None, self.trained_iterations, seconds,
+        return TrainResult(Path(c.out), models, self.trained_iterations, seconds,
                            best["dice"], best["iteration"], last_dice, peak, self.validator.history,
                            self.step_seconds, self.pool_quality.history if self.pool_quality else [])
 

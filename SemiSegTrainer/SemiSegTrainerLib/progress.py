@@ -39,7 +39,7 @@ class TrainingProgress(JobProgress):
         self.bestCheckpoint = None
         self.checkpointIteration = None
         self.modelPath = None
-        self.bestDice = None
+        self.modelDice = None     # (checkpoint, validation Dice) of the exported model: "last" or "best"
         self.device = None
         self.method = None
         self.planned = False      # a check-only run that also printed `semiseg plan`
@@ -96,7 +96,8 @@ class TrainingProgress(JobProgress):
             self.totalIterations = self.stoppedEarly[0] or self.totalIterations
         elif kind == "done":
             self.modelPath = event.get("model")
-            self.bestDice = event.get("best_dice")
+            shipped = event.get("checkpoint", "best")  # engines before the last-checkpoint default shipped the best
+            self.modelDice = (shipped, event.get("last_dice" if shipped == "last" else "best_dice"))
             self.stage = "done"
         if self.totalIterations:
             self.fraction = min(1.0, self.iteration / self.totalIterations)
@@ -122,8 +123,9 @@ class TrainingProgress(JobProgress):
             return "data check passed" + ("; the plan is in the log" if self.planned else "")
         if self.state == JobState.DONE:
             text = "done"
-            if isinstance(self.bestDice, (int, float)):
-                text += f", best validation Dice {self.bestDice:.3f}"
+            shipped, dice = self.modelDice or ("best", None)
+            if isinstance(dice, (int, float)):
+                text += f", validation Dice {dice:.3f} ({shipped} checkpoint)"
             if self.stoppedEarly:
                 text += " (stopped at iteration {0} of {1} planned, to keep the time limit)".format(*self.stoppedEarly)
             return text

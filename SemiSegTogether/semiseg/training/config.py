@@ -12,6 +12,7 @@ from semiseg.errors import ConfigError, Interrupted
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("poly", "constant", "step")
+CHECKPOINTS = ("last", "best")
 
 
 @dataclass
@@ -48,7 +49,8 @@ class TrainConfig:
     name: str | None = None
     description: str = ""
     overwrite: bool = False
-    export_last: bool = False
+    checkpoint: str = "last"  # what `out` holds: the last weights or the best on the validation cases
+    export_other: bool = False  # also write the other checkpoint beside `out` (NAME-best / NAME-last.semiseg)
     progress: bool = True
     init: str | None = None  # a model package to start from (semiseg.finetune): weights, and settings left None
     threads: int | None = None  # CPU threads (torch.set_num_threads); None = PyTorch's default
@@ -65,8 +67,8 @@ class TrainConfig:
 
 @dataclass
 class TrainResult:
-    model: Path
-    last_model: Path | None
+    model: Path  # the exported package (`TrainConfig.out`)
+    models: dict[str, Path]  # {"best": ..., "last": ...}: the packages written, `model` among them
     iterations: int
     seconds: float
     best_dice: float | None
@@ -94,6 +96,8 @@ def validate_config(c: TrainConfig) -> None:
         raise ConfigError(f"--optimizer {c.optimizer}: expected one of {OPTIMIZERS}")
     if c.schedule is not None and c.schedule not in SCHEDULES:
         raise ConfigError(f"--schedule {c.schedule}: expected one of {SCHEDULES}")
+    if c.checkpoint not in CHECKPOINTS:
+        raise ConfigError(f"--checkpoint {c.checkpoint}: expected one of {CHECKPOINTS}")
     if c.threads is not None and c.threads < 1:
         raise ConfigError("--threads must be at least 1")
     if c.dist_timeout <= 0:
