@@ -124,6 +124,10 @@ def test_twins_are_added_once_and_only_where_there_is_an_unlabeled_term():
     assert twin_of("mean-teacher:consistency=10,dropout=0.1") == "mean-teacher:dropout=0.1,unlabeled=false"
     assert with_twins(["mean-teacher", "mean-teacher:consistency=10"]) == [
         "supervised", "mean-teacher", "mean-teacher:unlabeled=false", "mean-teacher:consistency=10"]
+    # Mean Teacher's authors' recipe sets only the consistency weight: it shares the twin too. VerSemi's authors'
+    # recipe is its default, so naming it changes nothing either.
+    assert twin_of("mean-teacher:recipe=authors") == "mean-teacher:unlabeled=false"
+    assert twin_of("versemi:recipe=authors") == "versemi:unlabeled=false"
 
 
 def test_validation_never_uses_the_test_split(bench_run):

@@ -29,6 +29,21 @@ def test_registry_lists_every_method_with_options():
     assert all(m["description"] for m in described.values())
 
 
+def test_mean_teachers_default_departs_from_ua_mt_only_in_the_weight_and_recipe_authors_restores_it():
+    assert build_method("mean-teacher", context()).opts["consistency"] == 1.0
+    authors = build_method("mean-teacher", context(recipe="authors"))
+    assert authors.opts["consistency"] == 0.1 and authors.consistency_weight(99) == pytest.approx(0.1)
+    assert build_method("mean-teacher", context(recipe="authors", consistency=3.0)).opts["consistency"] == 3.0
+    described = {m["name"]: m for m in describe_methods()}
+    assert described["mean-teacher"]["authors_recipe"] == {"consistency": 0.1}
+    assert described["supervised"]["authors_recipe"] == {}  # its defaults are the recipe
+    # Every other option of the default recipe is the authors'.
+    default, theirs = (build_method("mean-teacher", context(**o)).opts for o in ({}, {"recipe": "authors"}))
+    assert {k for k in default if default[k] != theirs[k]} == {"consistency", "recipe"}
+    with pytest.raises(ConfigError, match="recipe must be one of default, authors"):
+        build_method("mean-teacher", context(recipe="paper"))
+
+
 def test_unknown_method_and_unknown_option_are_clear_errors():
     with pytest.raises(ConfigError, match="unknown method"):
         build_method("fixmatch", context())

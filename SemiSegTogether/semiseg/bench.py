@@ -327,9 +327,10 @@ def twin_of(variant: str) -> str | None:
     method, own = parse_variant(variant)
     if method not in method_names() or own.get("unlabeled") is False or not method_class(method).learns_from(own):
         return None
-    # Options that only shape unlabeled terms change nothing in the twin: variants differing only in them
-    # share one twin (mean-teacher:consistency=10 → mean-teacher:unlabeled=false) instead of retraining it.
-    ignored = method_class(method).unlabeled_only
+    # Options that only shape unlabeled terms change nothing in the twin: variants differing only in them (or in a
+    # recipe that sets only them) share one twin (mean-teacher:consistency=10 → mean-teacher:unlabeled=false).
+    cls = method_class(method)
+    ignored = cls.unlabeled_only | ({"recipe"} if set(cls.authors_recipe) <= cls.unlabeled_only else set())
     kept = [pair for pair in filter(None, variant.partition(":")[2].split(","))
             if pair.partition("=")[0] not in ignored]
     return f"{method}:{','.join([*kept, 'unlabeled=false'])}"

@@ -375,9 +375,19 @@ def cmd_methods(args) -> int:
         return 0
     for m in methods:
         print(f"{m['name']:<16} {m['description']}")
+        print(f"    defaults: {_recipe_line(m)}")
         for key, opt in m["options"].items():
             print(f"    {key} = {json.dumps(opt['default'])}  {opt['help']}")
     return 0
+
+
+def _recipe_line(m: dict) -> str:
+    """Which recipe a method's defaults are: the authors', or theirs but for the options named."""
+    if not m["authors_recipe"]:
+        return "the authors' recipe"
+    changed = ", ".join(f"{k} = {json.dumps(m['options'][k]['default'])} (authors: {json.dumps(v)})"
+                        for k, v in m["authors_recipe"].items())
+    return f"the authors' recipe but {changed}; recipe=authors gives theirs"
 
 
 def cmd_demo(args) -> int:

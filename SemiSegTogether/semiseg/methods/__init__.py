@@ -33,14 +33,16 @@ def build_method(name: str, context: MethodContext) -> Method:
 
 
 def describe_methods() -> list[dict]:
-    """[{name, description, options: {option: {"default", "help"}}}] for `semiseg methods` and Slicer."""
+    """[{name, description, options: {option: {"default", "help"}}, authors_recipe: {option: value}}] for
+    `semiseg methods` and Slicer; `authors_recipe` holds the authors' values where the defaults differ."""
     out = []
     for name in _METHODS:
         cls = method_class(name)
         helps = {**COMMON_HELP, **cls.option_help}
         out.append({"name": name, "description": cls.description,
                     "options": {k: {"default": v, "help": helps.get(k, "")}
-                                for k, v in {**cls.defaults, **COMMON_DEFAULTS}.items()}})
+                                for k, v in {**cls.defaults, **COMMON_DEFAULTS}.items()},
+                    "authors_recipe": dict(cls.authors_recipe)})
     return out
 
 
