@@ -69,7 +69,11 @@ def test_fine_tune_passes_init_and_is_not_remembered(tmp_path):
     (model / "model.json").write_text("{}", encoding="utf-8")
     tuned = activeloop.fineTuneSettings(settings.TrainingSettings(timeMinutes=0, iterations=500), str(model))
     args = tuned.trainArguments()
-    assert args[args.index("--init") + 1] == str(model) and tuned.iterations == 500
+    # A fine-tune gets a share of the first run's budget: iterations without a time limit, else the minutes.
+    assert args[args.index("--init") + 1] == str(model) and args[args.index("--iterations") + 1] == "200"
+    timed = activeloop.fineTuneSettings(settings.TrainingSettings(timeMinutes=30, iterations=6000), str(model))
+    assert (timed.timeMinutes, timed.trainArguments()[timed.trainArguments().index("--time") + 1]) == (12, "12m")
+    assert activeloop.fineTuneSettings(settings.TrainingSettings(timeMinutes=1), str(model)).timeMinutes == 1
     assert "--init" not in settings.TrainingSettings().trainArguments()
 
     class Store(dict):
