@@ -239,6 +239,9 @@ def test_resume_with_a_time_budget_keeps_the_checkpoints_plan(tiny_dataset, tmp_
     assert "Resuming the run planned as" in capsys.readouterr().err
     card = read_manifest(tmp_path / "b.semiseg")
     assert card["plan"] == first and card["training"]["iterations"] == 2 and card["patch_size"] == [16, 16, 16]
+    # Nothing was left to train: the shipped last weights keep the validation of the first process.
+    assert card["metrics"]["validation"]["dice"] is not None
+    assert card["metrics"]["validation"] == read_manifest(tmp_path / "a.semiseg")["metrics"]["validation"]
 
 
 def test_resume_with_a_time_budget_refuses_a_run_without_one(tiny_dataset, tmp_path, capsys):

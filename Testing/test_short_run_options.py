@@ -40,7 +40,7 @@ def test_dual_contrast_contrast_ramp_is_a_fraction_of_the_run():
 
 def test_mean_teacher_ramp_length_scales_with_the_run():
     for total in (300, 6000):
-        m = make("mean-teacher", total=total, rampup=0.2)
+        m = make("mean-teacher", total=total, rampup=0.2, consistency=0.1)
         end = int(0.2 * total)
         assert m.consistency_weight(end) == pytest.approx(0.1)
         assert m.consistency_weight(end // 2) == pytest.approx(0.1 * sigmoid_rampup(end // 2, end))

@@ -299,14 +299,18 @@ def cmd_train(args) -> int:
     if distributed.launch_rank() != 0:
         return 0  # rank 0 reports
     shipped = next(k for k, path in result.models.items() if path == result.model)
-    dice = (f"validation Dice {result.last_dice:.4f} last, {result.best_dice:.4f} best at {result.best_iteration}"
-            if result.best_dice is not None else "no validation cases")
+    dice = ("no validation cases" if result.best_dice is None else f"validation Dice {_dice(result.last_dice)} last, "
+            f"{_dice(result.best_dice)} best at {result.best_iteration}")
     others = [str(path) for path in result.models.values() if path != result.model]
     from semiseg.training.curves import curves_path
     print(f"wrote {result.model} (the {shipped} checkpoint; {result.iterations} iterations, {result.seconds:.0f} s, "
           f"{dice}){'; also ' + ', '.join(others) if others else ''}; curves "
           f"{curves_path(result.model)}")
     return 0
+
+
+def _dice(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"  # the last iteration of a resumed, finished run: not validated
 
 
 def cmd_predict(args) -> int:

@@ -247,6 +247,9 @@ class _Trainer:
 
     def _finish(self, seconds: float, last_dice: float | None) -> TrainResult:
         c, data, best = self.cfg, self.data, self.validator.best
+        history = self.validator.history
+        if last_dice is None and history and history[-1]["iteration"] == self.trained_iterations:
+            last_dice = history[-1]["dice"]  # a finished run resumed: its last validation came before the restart
         net = self.method.inference_network()
         peak = peak_memory_mb(self.device)
         card = {
