@@ -244,6 +244,24 @@ def test_resume_with_a_time_budget_keeps_the_checkpoints_plan(tiny_dataset, tmp_
     assert card["metrics"]["validation"] == read_manifest(tmp_path / "a.semiseg")["metrics"]["validation"]
 
 
+def test_a_fine_tune_with_a_time_budget_keeps_its_parents_grid_patch_and_width(tiny_dataset, tmp_path, capsys,
+                                                                                  fake):
+    """The planner alone would widen the network and move the grid, and the parent's weights fit only its own:
+    with --init it plans the steps and keeps the rest (the Trainer's Fine-tune runs exactly this)."""
+    common = ["--data", str(tiny_dataset), "--method", "supervised", "--device", "cpu", "--quiet",
+              "--iterations", "2"]
+    assert main(["train", "--out", str(tmp_path / "parent.semiseg"), "--patch", "16,16,16", "--option",
+                 "n_filters=4", "--spacing", "1.5,1.5,1.5", *common]) == 0
+    parent = read_manifest(tmp_path / "parent.semiseg")
+    assert main(["train", "--out", str(tmp_path / "child.semiseg"), "--time", "5m", "--init",
+                 str(tmp_path / "parent.semiseg"), *common]) == 0
+    child = read_manifest(tmp_path / "child.semiseg")
+    assert child["architecture"] == parent["architecture"] and child["patch_size"] == [16, 16, 16]
+    assert child["preprocessing"]["spacing"] == parent["preprocessing"]["spacing"]
+    assert child["plan"]["reasons"]["n_filters"] == "the --init model's"
+    assert child["parent"]["path"] == str(tmp_path / "parent.semiseg")
+
+
 def test_resume_with_a_time_budget_refuses_a_run_without_one(tiny_dataset, tmp_path, capsys):
     run = ["--data", str(tiny_dataset), "--method", "supervised", "--iterations", "1", "--patch", "16,16,16",
            "--option", "n_filters=4", "--device", "cpu", "--quiet", "--workdir", str(tmp_path / "work")]

@@ -169,8 +169,16 @@ def _planned(cfg, args):
     from semiseg.plan import make_plan, parse_duration, parse_memory
     from semiseg.process import seconds_spent
     _check_before_probing(cfg)
+    fixed = _given_settings(args)
+    inherited = set()
+    if cfg.init:  # a fine-tune keeps its parent's grid, patch and width (its weights fit only those): plan the rest
+        from semiseg.finetune import read_parent, with_parent_settings
+        cfg = with_parent_settings(cfg, read_parent(cfg.init)[1])
+        inherited = {"spacing", "patch", "n_filters"} - fixed
+        fixed |= inherited
     plan = make_plan(cfg, parse_duration(args.time), memory_mb=parse_memory(args.memory),
-                     fixed=_given_settings(args), spent_seconds=seconds_spent())
+                     fixed=fixed, spent_seconds=seconds_spent())
+    plan.reasons.update({key: "the --init model's" for key in inherited})
     return plan, plan.apply(cfg)
 
 
