@@ -123,8 +123,8 @@ def pool_gain_lines(summaries: dict) -> list[str]:
             f"and iterations with the consistency term off), paired by test case: **{mean:+.1f} ± {spread:.1f} Dice "
             f"points**, better on {better} of {len(gains)} cases. {verdict} The paired gain of every method over "
             f"its twin on real data, over seeds and at CPU budgets, is in docs/benchmarks (la-dev-twins-10m, "
-            f"la-dev-twins-30m, la-dev-grid-30m): on left-atrium MRI at 30 minutes on 2 CPU cores, Mean Teacher (UA-MT's "
-            f"weight 0.1) is ahead of supervised on every seed, by about 1 point.", ""]
+            f"la-dev-twins-30m, la-dev-grid-30m): on left-atrium MRI at 30 minutes on 2 CPU cores, Mean Teacher "
+            f"(UA-MT's weight 0.1) is ahead of supervised on every seed, by about 1 point.", ""]
 
 
 def _report(ds, rows, summaries, predicted, sizes, figure, device, iterations, patch, n_filters, seconds) -> str:
