@@ -77,14 +77,14 @@ def test_peer_without_nnunet_is_a_clear_error(tiny_dataset, tmp_path, capsys):
     assert not (tmp_path / "w").exists()
 
 
-def test_peer_run_passes_its_own_plans_to_every_nnunet_command(two_task, tmp_path, monkeypatch):
+def _peer_run(data, tmp_path, monkeypatch, **overrides):
     """The orchestration with nnU-Net's commands stood in for: a perfect 'prediction' (the truth) is written
-    where nnUNetv2_predict would write it, so the scoring path is the real one."""
+    where nnU-Net's predict would write it, so the scoring path is the real one. Returns (commands, JSON)."""
     import argparse
 
     from semiseg import peer_nnunet
 
-    ds = load_dataset(two_task)
+    ds = load_dataset(data)
     values = [0, *sorted(ds.foreground_labels.values())]
     lut = np.zeros(max(values) + 1, dtype=np.uint8)
     lut[values] = np.arange(len(values))
@@ -92,7 +92,7 @@ def test_peer_run_passes_its_own_plans_to_every_nnunet_command(two_task, tmp_pat
 
     def fake_run(command, env, log):
         commands.append(command)
-        if command[0] == "nnUNetv2_predict":
+        if "-o" in command:
             out = command[command.index("-o") + 1]
             for case in ds.test:
                 truth = read_label(case.label)
@@ -101,10 +101,18 @@ def test_peer_run_passes_its_own_plans_to_every_nnunet_command(two_task, tmp_pat
 
     monkeypatch.setattr(shutil, "which", lambda name: f"/bin/{name}")
     monkeypatch.setattr(peer_nnunet, "_run", fake_run)
-    args = argparse.Namespace(data=str(two_task), work=str(tmp_path / "w"), out=str(tmp_path / "peer.json"),
-                              epochs=1, configuration="3d_fullres", dataset_id=9, seeds="0", device="cpu",
-                              workers=1, overwrite=False, target_spacing=2.0)
-    result = json.loads(peer_nnunet.run_peer_nnunet(args).read_text(encoding="utf-8"))
+    args = argparse.Namespace(data=str(data), work=str(tmp_path / "w"), out=str(tmp_path / "peer.json"),
+                              epochs=1, iterations=None, configuration="3d_fullres", dataset_id=9, seeds="0",
+                              device="cpu", workers=1, overwrite=False, target_spacing=2.0)
+    vars(args).update(overrides)
+    return commands, json.loads(peer_nnunet.run_peer_nnunet(args).read_text(encoding="utf-8"))
+
+
+def test_peer_run_passes_its_own_plans_to_every_nnunet_command(two_task, tmp_path, monkeypatch):
+    from semiseg import peer_nnunet
+
+    commands, result = _peer_run(two_task, tmp_path, monkeypatch)
+    assert [c[0] for c in commands] == ["nnUNetv2_plan_and_preprocess", "nnUNetv2_train", "nnUNetv2_predict"]
     plan, train, predict = commands
     assert plan[plan.index("-overwrite_target_spacing") + 1:][:3] == ["2", "2", "2"]
     name = plan[plan.index("-overwrite_plans_name") + 1]
@@ -116,3 +124,37 @@ def test_peer_run_passes_its_own_plans_to_every_nnunet_command(two_task, tmp_pat
     assert peer_nnunet.plans(None)[:2] == ([], [])
     with pytest.raises(ConfigError, match="target-spacing"):
         peer_nnunet.plans(0.0)
+
+
+def test_peer_run_of_n_iterations_trains_and_predicts_through_the_runner(two_task, tmp_path, monkeypatch):
+    """--iterations: nnU-Net's own commands with one more trainer, under the same plans, recorded by name."""
+    import sys
+
+    commands, result = _peer_run(two_task, tmp_path, monkeypatch, iterations=400)
+    plan, train, predict = commands
+    runner = [sys.executable, "-m", "semiseg.peer_nnunet_runner", "400"]
+    assert train[:5] == [*runner, "train"] and predict[:5] == [*runner, "predict"]
+    for command in (train, predict):
+        assert command[command.index("-tr") + 1] == "nnUNetTrainer_400iters"
+        assert command[command.index("-p") + 1] == plan[plan.index("-overwrite_plans_name") + 1]
+    run = result["runs"][0]
+    assert run["method"] == "nnunet-v2 (nnUNetTrainer_400iters, 3d_fullres, 2 mm)" and run["iterations"] == 400
+    with pytest.raises(ConfigError, match="--iterations 0"):
+        _peer_run(two_task, tmp_path, monkeypatch, iterations=0)
+
+
+def test_the_runner_makes_nnunet_find_its_trainer_and_still_find_its_own():
+    nnunetv2 = pytest.importorskip("nnunetv2", reason="nnU-Net v2 (the peers extra) is not installed here")
+    import os
+
+    import nnunetv2.inference.predict_from_raw_data as predict
+    import nnunetv2.run.run_training as run_training
+
+    from semiseg.peer_nnunet_runner import register
+
+    trainer = register(400)
+    folder = os.path.join(nnunetv2.__path__[0], "training", "nnUNetTrainer")
+    module = "nnunetv2.training.nnUNetTrainer"
+    for lookup in (run_training.recursive_find_python_class, predict.recursive_find_python_class):
+        assert lookup(folder, "nnUNetTrainer_400iters", module) is trainer
+        assert lookup(folder, "nnUNetTrainer_1epoch", module).__name__ == "nnUNetTrainer_1epoch"

@@ -643,6 +643,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=1,
                    help="nnU-Net trainer length in epochs of 250 iterations: 1, 5, 10, 20, 50, 100, 250, 500, 750 or "
                         "1000 (its default); pick the one whose time matches the methods' (default 1)")
+    p.add_argument("--iterations", type=int, metavar="N",
+                   help="instead of --epochs: one epoch of N iterations (nnU-Net's default trainer otherwise), to "
+                        "match a wall time between its fixed lengths")
     p.add_argument("--configuration", default="3d_fullres", help="nnU-Net configuration (default 3d_fullres)")
     p.add_argument("--target-spacing", type=float, metavar="MM",
                    help="nnU-Net's own -overwrite_target_spacing, isotropic, under plans of their own (default: the "

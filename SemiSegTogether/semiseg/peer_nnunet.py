@@ -2,7 +2,8 @@
 
 Converts the dataset to nnU-Net v2's raw layout (`semiseg.peer_nnunet_layout`), runs nnU-Net's own planning
 and preprocessing, trains one of its fixed-length trainers (`nnUNetTrainer_<N>epochs`, 250 iterations per
-epoch) on the labeled cases our methods train on, predicts the test cases, and scores them with OUR metrics
+epoch) or, to match a wall time between them, one epoch of N iterations (`semiseg.peer_nnunet_runner`) on the
+labeled cases our methods train on, predicts the test cases, and scores them with OUR metrics
 (`semiseg evaluate`). The result is a JSON file of runs in `semiseg bench`'s format; `semiseg bench --peer
 FILE` puts them in its report. Needs `pip install -e .[peers]` (nnunetv2); nothing in the test suite runs it.
 """
@@ -13,6 +14,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from semiseg.errors import ConfigError
 from semiseg.evaluate import evaluate_folder
 from semiseg.events import _clean
 from semiseg.peer_nnunet_layout import from_nnunet_predictions, nnunet_name, to_nnunet_raw
+from semiseg.peer_nnunet_runner import trainer_name
 
 # nnU-Net v2's fixed-length trainers (nnunetv2/training/nnUNetTrainer/variants/training_length).
 EPOCH_TRAINERS = {1: "nnUNetTrainer_1epoch", 5: "nnUNetTrainer_5epochs", 10: "nnUNetTrainer_10epochs",
@@ -58,8 +61,21 @@ def _run(command: list[str], env: dict, log: Path) -> float:
         out.flush()
         done = subprocess.run(command, env=env, stdout=out, stderr=subprocess.STDOUT)
     if done.returncode != 0:
-        raise ConfigError(f"{command[0]} failed (exit {done.returncode}); its output is in {log}")
+        what = f"nnU-Net {command[4]}" if command[0] == sys.executable else command[0]
+        raise ConfigError(f"{what} failed (exit {done.returncode}); its output is in {log}")
     return time.perf_counter() - start
+
+
+def _trainer(epochs: int, iterations: int | None) -> tuple[str, list[str], list[str], int]:
+    """(trainer name, train command, predict command, training iterations) for --epochs or --iterations."""
+    if iterations is not None:
+        if iterations < 1:
+            raise ConfigError(f"--iterations {iterations}: must be at least 1")
+        runner = [sys.executable, "-m", "semiseg.peer_nnunet_runner", str(iterations)]
+        return trainer_name(iterations), [*runner, "train"], [*runner, "predict"], iterations
+    if epochs not in EPOCH_TRAINERS:
+        raise ConfigError(f"--epochs {epochs}: nnU-Net v2 has trainers for {sorted(EPOCH_TRAINERS)} epochs")
+    return EPOCH_TRAINERS[epochs], ["nnUNetv2_train"], ["nnUNetv2_predict"], epochs * 250
 
 
 def run_peer_nnunet(args) -> Path:
@@ -67,13 +83,12 @@ def run_peer_nnunet(args) -> Path:
     if missing:
         raise ConfigError(f"nnU-Net v2 is not installed ({', '.join(missing)} not on PATH): "
                           f"pip install -e '.[peers]'")
-    if args.epochs not in EPOCH_TRAINERS:
-        raise ConfigError(f"--epochs {args.epochs}: nnU-Net v2 has trainers for {sorted(EPOCH_TRAINERS)} epochs")
+    trainer, train, predict, iterations = _trainer(args.epochs, getattr(args, "iterations", None))
     ds = load_dataset(Path(args.data))
     work, out = Path(args.work), Path(args.out)
     if out.exists() and not args.overwrite:
         raise ConfigError(f"{out}: exists (pass --overwrite or choose another --out)")
-    trainer, config = EPOCH_TRAINERS[args.epochs], args.configuration
+    config = args.configuration
     spacing = getattr(args, "target_spacing", None)  # a namespace built without the CLI may lack it
     plan_flags, plans_flags, grid = plans(spacing)
     name = nnunet_name(args.dataset_id, ds.name)
@@ -90,11 +105,11 @@ def run_peer_nnunet(args) -> Path:
     for seed in [int(s) for s in args.seeds.split(",") if s]:
         # nnU-Net takes no seed: each "seed" is an independent repeat with its own results folder.
         env_seed = {**env, "nnUNet_results": str(work / f"nnUNet_results-s{seed}")}
-        train_seconds = _run(["nnUNetv2_train", str(args.dataset_id), config, "all", "-tr", trainer, *plans_flags,
+        train_seconds = _run([*train, str(args.dataset_id), config, "all", "-tr", trainer, *plans_flags,
                               "-device", args.device], env_seed, log)
         raw_pred = work / "predictions-raw" / f"s{seed}"
         shutil.rmtree(raw_pred, ignore_errors=True)
-        infer_seconds = _run(["nnUNetv2_predict", "-i", str(raw / name / "imagesTs"), "-o", str(raw_pred),
+        infer_seconds = _run([*predict, "-i", str(raw / name / "imagesTs"), "-o", str(raw_pred),
                               "-d", str(args.dataset_id), "-c", config, "-f", "all", "-tr", trainer,
                               *plans_flags, "-device", args.device], env_seed, log)
         pred_dir = from_nnunet_predictions(ds, raw_pred, work / "predictions" / f"s{seed}")
@@ -106,7 +121,7 @@ def run_peer_nnunet(args) -> Path:
         runs.append({"method": f"nnunet-v2 ({trainer}, {config}, {grid})", "seed": seed,
                      "options": {"peer": "nnunetv2", "target_spacing": spacing},
                      "train_seconds": train_seconds, "plan_seconds": plan_seconds,
-                     "iterations": args.epochs * 250, "iterations_per_second": float("nan"),
+                     "iterations": iterations, "iterations_per_second": float("nan"),
                      "peak_memory_mb": float("nan"), "best_iteration": None, "best_validation_dice": None,
                      "last_validation_dice": None, "validation_curve": [],
                      # nnU-Net's final checkpoint under both of bench's rules (fold "all" has no validation).
