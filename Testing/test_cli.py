@@ -11,10 +11,12 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 from semiseg.cli import build_parser, main
 from semiseg.datasets import load_dataset
 from semiseg.io import read_volume, write_volume
+from semiseg.model import load_model
 
 SUBCOMMANDS = {
     "demo": ["--out", "--iterations", "--device", "--overwrite"],
@@ -310,3 +312,18 @@ def test_evaluate_scores_each_case_on_its_own_task(tmp_path):
     assert set(result["cases"]["c0"]) == {"organ", "vessel", "mean"} and set(result["cases"]["c1"]) == {"lesion", "mean"}
     assert result["summary"]["mean"]["dice"]["mean"] == 1.0
     assert result["summary"]["lesion"]["dice"]["n"] == 1
+
+
+def test_predict_tta_mirrors_every_window(capsys, cli_model, tiny_dataset, tmp_path, monkeypatch):
+    import semiseg.infer as infer
+    seen, real = [], infer.predict_volume
+    monkeypatch.setattr(infer, "predict_volume", lambda *a, **k: seen.append(k["mirror"]) or real(*a, **k))
+    case = load_dataset(tiny_dataset).test[0]
+    for flags, name in (([], "plain"), (["--tta"], "tta")):
+        code, _, err = run(capsys, "predict", "--model", cli_model[0], "--input", case.image, "--output",
+                           tmp_path / name / f"{case.id}.nii.gz", "--device", "cpu", *flags)
+        assert code == 0, err
+    assert seen == [False, True]
+    net, manifest = load_model(cli_model[0], "cpu")
+    expected, _ = real(net, manifest, read_volume(case.image), torch.device("cpu"), mirror=True)
+    assert np.array_equal(read_volume(tmp_path / "tta" / f"{case.id}.nii.gz").array, expected.array)

@@ -264,3 +264,28 @@ def test_window_count_examples():
     assert window_count((10, 10, 10), (16, 16, 16), 0.5) == 1
     assert window_count((16, 16, 16), (16, 16, 16), 0.0) == 1
     assert window_count((48, 16, 16), (16, 16, 16), 0.0) == 3
+
+
+# ---- test-time mirroring -------------------------------------------------------------------------------
+def test_mirror_averages_the_eight_mirrorings_of_each_window():
+    """One window covers the image, so mirroring each window is mirroring the image: the result must be the mean
+    of the network's softmax on the 8 mirrored images, each mirrored back."""
+    from semiseg.infer import MIRRORS, sliding_window_probabilities
+    net = vnet()  # random weights: nothing makes it symmetric
+    image = torch.from_numpy(phantom((16, 16, 16), (1.0, 1.0, 1.0)).array)[None, None]
+    mirrored = sliding_window_probabilities(net, image, (16, 16, 16), mirror=True)
+    by_hand = sum(sliding_window_probabilities(net, image.flip(a) if a else image, (16, 16, 16)).flip(a) if a else
+                  sliding_window_probabilities(net, image, (16, 16, 16)) for a in MIRRORS) / 8
+    assert len(set(MIRRORS)) == 8
+    assert torch.allclose(mirrored, by_hand, atol=1e-5)
+    assert not torch.allclose(mirrored, sliding_window_probabilities(net, image, (16, 16, 16)), atol=1e-3)
+
+
+def test_mirror_through_predict_volume_costs_eight_passes_a_window_and_keeps_a_symmetric_answer():
+    net = NearestIntensity()  # voxel-wise: every mirroring gives the same answer
+    volume = phantom((20, 24, 18), (1.0, 1.0, 1.0))
+    plain, _ = predict_volume(net, manifest(intensity="none"), volume, CPU)
+    calls = net.calls
+    mirrored, _ = predict_volume(net, manifest(intensity="none"), volume, CPU, mirror=True)
+    assert net.calls - calls == 8 * calls
+    assert np.array_equal(mirrored.array, plain.array)

@@ -25,7 +25,6 @@ from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from semiseg import __version__
@@ -34,18 +33,16 @@ from semiseg.bench_budget import INHERITED, planned_settings, plan_and_train, wi
 from semiseg.bench_paired import CHECKPOINTS, mean_std, paired, paired_table, seed_means
 from semiseg.bench_pool import pool_figure, pool_lines
 from semiseg.bench_resume import finished_run, portable, reported_runs, run_key, save_record
+from semiseg.bench_score import rescored, run_models, score_test
 from semiseg.bench_segment_pool import pool_score_lines, score_pool
-from semiseg.datasets import read_channels, validate_dataset
+from semiseg.datasets import validate_dataset
 from semiseg.devices import machine_name, resolve_device
 from semiseg.errors import ConfigError
-from semiseg.evaluate import evaluate_folder
 from semiseg.events import _clean
 from semiseg.figures import dice_boxplot, validation_curves
-from semiseg.infer import predict_volume
-from semiseg.io import read_label, read_volume, write_volume
+from semiseg.io import read_label, read_volume
 from semiseg.metrics import mean_std_text as _fmt
 from semiseg.methods import method_class, method_names
-from semiseg.model import load_model
 from semiseg.overlays import overlay_planes
 from semiseg.predict_cases import prediction_name
 from semiseg.train import TrainConfig, train
@@ -86,6 +83,7 @@ class BenchSettings:
     iterations: int | None = None
     time_seconds: float | None = None  # --time: each run planned for this wall time (the profile's grid unused)
     lcc: bool = False
+    tta: bool = False  # --tta: test-time mirroring when scoring (runs scored otherwise are scored again)
     options: dict | None = None
     overwrite: bool = False
     resume: bool = False
@@ -134,7 +132,8 @@ def run_bench(args) -> Path:
         seeds=[int(s) for s in args.seeds.split(",") if s], profile=args.profile,
         out=Path(args.out) if args.out else None,
         workdir=Path(args.workdir) if args.workdir else None, device=args.device, iterations=args.iterations,
-        time_seconds=parse_duration(args.time) if args.time else None, lcc=args.lcc, overwrite=args.overwrite,
+        time_seconds=parse_duration(args.time) if args.time else None, lcc=args.lcc, tta=args.tta,
+        overwrite=args.overwrite,
         resume=args.resume, progress=not args.quiet,
         command="semiseg " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
         options=parse_variant(":" + ",".join(args.option or []))[1], twins=not args.no_twins,
@@ -191,14 +190,14 @@ def bench(s: BenchSettings) -> Path:
             print(f"semiseg bench: {clock.line(f'{variant} seed {seed}')}", file=sys.stderr, flush=True)
         if i in done:
             clock.finished(0.0, True)
-            if _scored_on_pool(s, p, ds, pool, done[i], variant, seed, device, work, report_dir):
+            if _rescored(s, p, ds, pool, done[i], variant, seed, device, work, report_dir):
                 report = _write_report(s, p, ds, _in_order(done), peer_runs, len(todo), device, report_dir)
             continue
         run_start = time.perf_counter()
         inherited = _inherited(s, _in_order(done), method_of.get(variant), seed)
         run, reused = _cached_run(s, p, ds, variant, method, options, seed, device, work, inherited, report_dir,
                                   reported)
-        rescored = _scored_on_pool(s, p, ds, pool, run, variant, seed, device, work, report_dir)
+        rescored = _rescored(s, p, ds, pool, run, variant, seed, device, work, report_dir)
         clock.finished(time.perf_counter() - run_start, reused)
         done[i] = run
         if not reused or rescored or len(done) == len(todo):
@@ -228,20 +227,19 @@ def _reusable(s, p, todo, method_of, device, work, report_dir, reported) -> dict
     return found
 
 
-def _scored_on_pool(s, p, ds, pool, run, variant, seed, device, work, report_dir) -> bool:
-    """With --score-pool: the run's best and last models segment the pool (semiseg.bench_segment_pool), kept in its
-    record; True if the run got its scores now."""
-    if not pool:
-        return False
+def _rescored(s, p, ds, pool, run, variant, seed, device, work, report_dir) -> bool:
+    """A finished run scored again where this bench's inference differs (semiseg.bench_score) and, with
+    --score-pool, on the pool (semiseg.bench_segment_pool), kept in its record; True if its scores changed."""
     tag = f"{slug(variant)}-s{seed}"
-    best = work / "models" / f"{tag}.semiseg"
-    last = best.with_name(f"{tag}-last.semiseg")
-    if not score_pool(run, {"best": best, "last": last if last.exists() else best}, pool,
-                      portable(s.score_pool, report_dir), ds.foreground_labels, set(ds.labels.values()), device,
-                      work / "predictions" / tag, p["overlap"], s.lcc):
-        return False
-    save_record(_record_path(work, variant, seed), run)
-    return True
+    models = run_models(work, tag)
+    changed = rescored(run, models, ds.test, s.data, device, work / "predictions" / tag, p["overlap"], s.lcc, s.tta)
+    if pool:
+        changed |= score_pool(run, models, pool, portable(s.score_pool, report_dir), ds.foreground_labels,
+                              set(ds.labels.values()), device, work / "predictions" / tag, p["overlap"], s.lcc,
+                              s.tta)
+    if changed:
+        save_record(_record_path(work, variant, seed), run)
+    return changed
 
 
 def _record_path(work: Path, variant: str, seed: int) -> Path:
@@ -444,20 +442,7 @@ def _run_one(s, p, ds, variant, method, options, seed, device, work, inherited) 
     if s.time_seconds is not None:
         run["plan"] = planned_settings(result.model)
     models = {"best": result.models.get("best", result.model), "last": result.models["last"]}
-    for ckpt, path in models.items():
-        net, manifest = load_model(path, device)
-        pred_dir = work / "predictions" / tag / ckpt
-        seconds = []
-        for case in ds.test:
-            label, stats = predict_volume(net, manifest, read_channels(case), device, overlap=p["overlap"],
-                                          lcc=s.lcc)
-            write_volume(label, pred_dir / prediction_name(case.id, case.image))
-            seconds.append(stats["seconds"])
-        metrics = evaluate_folder(pred_dir, s.data, split="test")
-        run["checkpoints"][ckpt] = {"predictions": str(pred_dir), "infer_seconds_per_volume": float(np.mean(seconds)),
-                                    "cases": {cid: m["mean"] for cid, m in metrics["cases"].items()},
-                                    "per_label": {cid: {k: v for k, v in m.items() if k != "mean"}
-                                                  for cid, m in metrics["cases"].items()}}
+    score_test(run, models, ds.test, s.data, device, work / "predictions" / tag, p["overlap"], s.lcc, s.tta)
     return run
 
 
@@ -491,7 +476,8 @@ def _aggregate(s, p, ds, runs, device, seconds) -> dict:
         "name": s.name, "engine_version": __version__, "command": s.command, "profile": s.profile,
         "dataset": {"path": str(s.data), "name": ds.name, "labeled": len(ds.training) - n_val, "validation": n_val,
                     "unlabeled": len(ds.unlabeled), "test": len(ds.test), "labels": ds.foreground_labels},
-        "protocol": {**{k: v for k, v in p.items()}, "seeds": s.seeds, "lcc": s.lcc, "time_seconds": s.time_seconds,
+        "protocol": {**{k: v for k, v in p.items()}, "seeds": s.seeds, "lcc": s.lcc, "tta": s.tta,
+                     "time_seconds": s.time_seconds,
                      "given": sorted(s.given()) if s.time_seconds else [],
                      "checkpoint_rule": "best = highest mean validation Dice on labeled cases held out from "
                                         "training (never the test split); last = final iteration",
@@ -578,6 +564,7 @@ def _report(r: dict) -> str:
         _settings_line(r, spacing),
         f"- Checkpoints: {p['checkpoint_rule']}.",
         f"- Inference: sliding window, overlap {p['overlap']}, Gaussian blending, on each image's own grid; "
+        f"test-time mirroring: {'the 8 mirrorings of each window averaged (--tta)' if p.get('tta') else 'none'}; "
         f"post-processing: {'largest connected component' if p['lcc'] else 'none'}.",
         f"- Seeds {p['seeds']}: every figure is the mean ± std over seeds of each seed's mean over the test cases.",
         f"- Device: {p['device']}.",

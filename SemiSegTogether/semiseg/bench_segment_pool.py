@@ -9,6 +9,7 @@ their models are still in the work folder.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import torch
@@ -24,11 +25,14 @@ from semiseg.predict_cases import prediction_name
 
 
 def score_pool(run: dict, models: dict[str, Path], cases: list[Case], truth: str, labels: dict[str, int],
-               declared: set[int], device: torch.device, pred_root: Path, overlap: float, lcc: bool) -> bool:
+               declared: set[int], device: torch.device, pred_root: Path, overlap: float, lcc: bool,
+               mirror: bool = False) -> bool:
     """Adds run["pool"] = {"truth": truth, "best" | "last": {"cases": {id: metrics}}} from `models` (checkpoint →
-    model package) on `cases` (each with its truth as label); True if the run changed. Scores against other labels
-    are dropped; none are added when a model is missing (a run read back from a report on another machine)."""
-    if run.get("pool", {}).get("truth") == truth:
+    model package) on `cases` (each with its truth as label), with "tta": True when `mirror`ed; True if the run
+    changed. Scores against other labels or with the other inference are dropped; none are added when a model is
+    missing (a run read back from a report on another machine)."""
+    earlier = run.get("pool", {})
+    if earlier.get("truth") == truth and bool(earlier.get("tta")) == mirror:
         return False
     stale = run.pop("pool", None) is not None
     if not all(Path(m).exists() for m in models.values()):
@@ -37,14 +41,18 @@ def score_pool(run: dict, models: dict[str, Path], cases: list[Case], truth: str
     for ckpt in CHECKPOINTS:
         net, manifest = load_model(models[ckpt], device)
         pred_dir = pred_root / f"pool-{ckpt}"
+        shutil.rmtree(pred_dir, ignore_errors=True)  # an earlier scoring's (the engine's own files)
         pairs = []
         for case in cases:
-            label, _ = predict_volume(net, manifest, read_channels(case), device, overlap=overlap, lcc=lcc)
+            label, _ = predict_volume(net, manifest, read_channels(case), device, overlap=overlap, lcc=lcc,
+                                      mirror=mirror)
             path = pred_dir / prediction_name(case.id, case.image)
             write_volume(label, path)
             pairs.append((case.id, path, case.label))
         per_case = evaluate_predictions(pairs, labels, declared=declared)["cases"]
         scores[ckpt] = {"cases": {cid: m["mean"] for cid, m in per_case.items()}}
+    if mirror:
+        scores["tta"] = True
     run["pool"] = scores
     return True
 

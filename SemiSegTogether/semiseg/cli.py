@@ -540,6 +540,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--blend", default="gaussian", choices=["gaussian", "constant"],
                    help="how overlapping windows are averaged: gaussian (default, centre weighted) or constant")
     p.add_argument("--lcc", action="store_true", help="keep the largest connected component of each label")
+    p.add_argument("--tta", action="store_true", help="test-time mirroring: average each window's prediction over "
+                   "its 8 mirrorings, as nnU-Net predicts by default (8x the inference time; on la-dev +2.3 Dice "
+                   "points on average, docs/methods.md)")
     p.add_argument("--surface", help="also write a smoothed surface per label (.vtp or .stl); with several cases "
                    "just the format (.vtp or .stl): CASE.vtp next to each label map")
     add_fast_path_arguments(p)
@@ -599,6 +602,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="patch size for every run, instead of the profile's; with --time the planner keeps it")
     p.add_argument("--device", default="auto")
     p.add_argument("--lcc", action="store_true", help="largest-connected-component post-processing")
+    p.add_argument("--tta", action="store_true", help="score with test-time mirroring (`predict --tta`): runs finished "
+                   "without it are scored again from their models in --workdir, without training")
     p.add_argument("--option", action="append", metavar="KEY=VALUE",
                    help="a method option for every method that has it (repeatable), e.g. dropout=0 for equal "
                         "dropout; a variant's own options win; with --time, n_filters=N is kept by the planner")

@@ -30,6 +30,10 @@ from semiseg.window_batch import choose_sw_batch_size, parse_sw_batch_size
 
 Progress = Callable[[float], None]
 
+# The 8 mirrorings of a (N, C, d, h, w) window: nnU-Net's default test-time augmentation. Our training flips
+# every axis (all augmentation strengths but "none"), so each mirrored window is one the network learned.
+MIRRORS = ((), (2,), (3,), (4,), (2, 3), (2, 4), (3, 4), (2, 3, 4))
+
 
 def check_window_settings(overlap: float, sw_batch_size: int | str) -> None:
     """ConfigError for a sliding-window setting MONAI would fail on (or loop forever with)."""
@@ -50,24 +54,31 @@ def window_count(shape: Sequence[int], patch: Sequence[int], overlap: float) -> 
 
 def sliding_window_probabilities(net: nn.Module, image: torch.Tensor, patch: Sequence[int], overlap: float = 0.5,
                                  sw_batch_size: int | str = "auto", blend: str = "gaussian", task: int | None = None,
-                                 fast: FastPaths | None = None, progress: Progress | None = None) -> torch.Tensor:
+                                 fast: FastPaths | None = None, progress: Progress | None = None,
+                                 mirror: bool = False) -> torch.Tensor:
     """Softmax probabilities (1, C, d, h, w) for a preprocessed image (1, 1, d, h, w) on its device.
 
     `sw_batch_size` "auto" fits the windows per pass to the free GPU memory (1 on a CPU); `fast` (default:
-    FastPaths()) sets mixed precision and the window memory format.
+    FastPaths()) sets mixed precision and the window memory format. `mirror` averages each window's softmax
+    over its 8 mirrorings (8x the network passes), as nnU-Net predicts by default.
     """
     device = image.device
     fast = fast or FastPaths()
     dtype = fast.amp_dtype(device)
 
-    def forward(window: torch.Tensor) -> torch.Tensor:
-        window = fast.prepare_input(window)
+    def once(window: torch.Tensor) -> torch.Tensor:
         with autocast(device, dtype):
             if task is None:
                 logits = net(window)
             else:
                 logits = net(window, task=torch.full((window.shape[0],), task, dtype=torch.long, device=device))
         return logits.float().softmax(1)
+
+    def forward(window: torch.Tensor) -> torch.Tensor:
+        window = fast.prepare_input(window)
+        if not mirror:
+            return once(window)
+        return sum(once(window.flip(axes)).flip(axes) for axes in MIRRORS) / len(MIRRORS)
 
     n_windows = window_count(image.shape[2:], patch, overlap)
     sw_batch_size = choose_sw_batch_size(sw_batch_size, forward, patch, n_windows, device)
@@ -116,7 +127,7 @@ def select_prompts(manifest: dict, prompts: Sequence[str] | None) -> list[dict]:
 def predict_classes(net: nn.Module, manifest: dict, image: np.ndarray | torch.Tensor, device: torch.device,
                     chosen: list[dict] | None = None, overlap: float = 0.5, sw_batch_size: int | str = "auto",
                     blend: str = "gaussian", out_shape: Sequence[int] | None = None, fast: FastPaths | None = None,
-                    progress: Progress | None = None) -> np.ndarray:
+                    progress: Progress | None = None, mirror: bool = False) -> np.ndarray:
     """Preprocessed image (d, h, w), or (C, d, h, w) for C channels, numpy or a tensor on any device → label map
     of the manifest's label *values*, on `out_shape` (the original grid) or on the preprocessed grid when
     `out_shape` is None."""
@@ -126,7 +137,7 @@ def predict_classes(net: nn.Module, manifest: dict, image: np.ndarray | torch.Te
     x = image.to(device=device, dtype=torch.float32)
     x = x[None, None] if x.ndim == 3 else x[None]
     patch = manifest["patch_size"]
-    kwargs = dict(patch=patch, overlap=overlap, sw_batch_size=sw_batch_size, blend=blend, fast=fast)
+    kwargs = dict(patch=patch, overlap=overlap, sw_batch_size=sw_batch_size, blend=blend, fast=fast, mirror=mirror)
 
     def to_grid(probs: torch.Tensor) -> torch.Tensor:
         return probs if out_shape is None else restore_to_grid(probs, tuple(out_shape))
@@ -159,9 +170,10 @@ def _sub_progress(progress: Progress | None, i: int, n: int) -> Progress | None:
 def predict_volume(net: nn.Module, manifest: dict, volume: Volume | Sequence[Volume], device: torch.device,
                    prompts: Sequence[str] | None = None, overlap: float = 0.5, sw_batch_size: int | str = "auto",
                    blend: str = "gaussian", lcc: bool = False, fast: FastPaths | None = None,
-                   preprocess_on_device: bool = True, progress: Progress | None = None) -> tuple[Volume, dict]:
+                   preprocess_on_device: bool = True, progress: Progress | None = None,
+                   mirror: bool = False) -> tuple[Volume, dict]:
     """Image volume (or its channels, in order, on one grid) → (label volume on exactly the input's grid, timing
-    and memory stats).
+    and memory stats). `mirror`: test-time mirroring (see `sliding_window_probabilities`).
 
     `preprocess_on_device` resamples and normalises the image on `device` (the GPU, when it is one)
     rather than on the CPU with numpy; both give the same image within float rounding.
@@ -189,7 +201,7 @@ def predict_volume(net: nn.Module, manifest: dict, volume: Volume | Sequence[Vol
     work = work[0]
     net = fast.prepare_network(net.to(device).eval(), device)
     labels = predict_classes(net, manifest, image, device, chosen, overlap, sw_batch_size, blend,
-                             out_shape=oriented_shape(work, prep), fast=fast, progress=progress)
+                             out_shape=oriented_shape(work, prep), fast=fast, progress=progress, mirror=mirror)
     labels = np.ascontiguousarray(to_input_orientation(labels, work, prep))
     if realign:
         labels = labels_onto(work.with_array(labels), volume)

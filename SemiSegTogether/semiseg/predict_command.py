@@ -101,7 +101,7 @@ def run_predict(args, started: float) -> int:
                 label, stats = predict_volume(net, manifest, channels, device, prompts=prompts, overlap=args.overlap,
                                               sw_batch_size=args.sw_batch_size, blend=args.blend, lcc=args.lcc,
                                               fast=fast, preprocess_on_device=not args.cpu_preprocessing,
-                                              progress=progress)
+                                              progress=progress, mirror=args.tta)
                 window_seconds += stats["seconds"]
                 for warning in stats.pop("warnings", []):
                     events.emit("warning", message=warning, case=case.id)
