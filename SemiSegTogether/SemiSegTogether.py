@@ -98,6 +98,7 @@ class SemiSegTogetherParameterNode:
     swBatchSize - Sliding-window batch size.
     overlap - Sliding-window overlap.
     keepLargestComponent - Keep only the largest connected component of each structure.
+    testTimeMirroring - Average the prediction over the 8 mirrorings of each window (`predict --tta`).
     showResultIn3D - Create 3D surfaces when the result is loaded.
     """
 
@@ -109,6 +110,7 @@ class SemiSegTogetherParameterNode:
     swBatchSize: Annotated[int, WithinRange(1, 64)] = 1
     overlap: Annotated[float, WithinRange(0.0, 0.9)] = 0.5
     keepLargestComponent: bool = False
+    testTimeMirroring: bool = False
     showResultIn3D: bool = False
 
 
@@ -437,7 +439,8 @@ class SemiSegTogetherWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.logic.startSegmentation(
                 pn.inputVolume, entry, list(pn.prompts), outputSegmentation=pn.outputSegmentation,
                 replaceSegments=replace, forceCpu=pn.forceCpu, swBatchSize=pn.swBatchSize, overlap=pn.overlap,
-                keepLargestComponent=pn.keepLargestComponent, showResultIn3D=pn.showResultIn3D,
+                keepLargestComponent=pn.keepLargestComponent, testTimeMirroring=pn.testTimeMirroring,
+                showResultIn3D=pn.showResultIn3D,
                 progressCallback=self.onProgress, completedCallback=self.onCompleted)
             self.onProgress(self.logic.progress)
 
@@ -636,7 +639,8 @@ class SemiSegTogetherLogic(ScriptedLoadableModuleLogic):
 
     def startSegmentation(self, inputVolume, modelEntry, prompts, outputSegmentation=None,
                           replaceSegments: bool = False, forceCpu: bool = False, swBatchSize: int = 1,
-                          overlap: float = 0.5, keepLargestComponent: bool = False, showResultIn3D: bool = False,
+                          overlap: float = 0.5, keepLargestComponent: bool = False,
+                          testTimeMirroring: bool = False, showResultIn3D: bool = False,
                           progressCallback: Optional[Callable] = None,
                           completedCallback: Optional[Callable] = None) -> EngineJob:
         """Start `semiseg predict` in the background. Can be used without GUI widget.
@@ -678,7 +682,7 @@ class SemiSegTogetherLogic(ScriptedLoadableModuleLogic):
         args = buildPredictCommand(
             self.enginePythonExecutable(), modelEntry.path, inputPath, outputPath, [s.name for s in specs],
             device="cpu" if forceCpu else "auto", swBatchSize=swBatchSize, overlap=overlap,
-            eventsPath=eventsPath, keepLargestComponent=keepLargestComponent)
+            eventsPath=eventsPath, keepLargestComponent=keepLargestComponent, testTimeMirroring=testTimeMirroring)
         env = engineEnvironment(enginePath=self.moduleDir(), forceCpu=forceCpu)
         self.log(" ".join(args))
         process = self.processFactory(args, env, os.path.join(workDir, "engine.log"))

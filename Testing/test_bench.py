@@ -169,12 +169,15 @@ def test_paper_profile_is_the_la_protocol():
 def test_peer_runs_are_reported_beside_the_methods(bench_run, tmp_path):
     from dataclasses import replace
     settings, _, results = bench_run
-    peer = [dict(r, method="nnunet-v2 (peer)") for r in results["runs"] if r["method"] == "supervised"]
+    peer = [dict(r, method="nnunet-v2 (peer)", options={"peer": "nnunetv2"}) for r in results["runs"]
+            if r["method"] == "supervised"]
     (tmp_path / "peer.json").write_text(json.dumps({"peer": "nnunetv2", "runs": peer}), encoding="utf-8")
     report = bench(replace(settings, out=tmp_path / "docs", resume=True, methods=["supervised"],
                            peers=[tmp_path / "peer.json"]))
     text = report.read_text(encoding="utf-8")
     assert "| nnunet-v2 (peer) | last |" in text
+    assert "peer rows predict as their tool does by default (nnU-Net mirrors)" in text
+    assert "peer rows" not in (settings.out / settings.name / "report.md").read_text(encoding="utf-8")
     again = json.loads((report.parent / "results.json").read_text(encoding="utf-8"))
     assert again["methods"]["nnunet-v2 (peer)"]["last"]["dice"] == results["methods"]["supervised"]["last"]["dice"]
     (tmp_path / "bad.json").write_text("{}", encoding="utf-8")

@@ -101,7 +101,8 @@ def test_together_binds_its_settings_both_ways(release, tmp_path):
     pn, ui = widget._parameterNode, widget.ui
     ui.swBatchSizeSpinBox.value = 4
     ui.keepLargestComponentCheckBox.checked = True
-    assert pn.swBatchSize == 4 and pn.keepLargestComponent
+    ui.testTimeMirroringCheckBox.checked = True
+    assert pn.swBatchSize == 4 and pn.keepLargestComponent and pn.testTimeMirroring
     pn.overlap = 0.25
     assert ui.overlapSpinBox.value == 0.25
 

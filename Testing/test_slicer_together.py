@@ -201,11 +201,13 @@ def test_model_card_shows_counts_metrics_time_and_memory_escaped():
 def test_predict_command_line_and_forced_cpu_environment(tmp_path):
     args = command.buildPredictCommand("/opt/Slicer/bin/PythonSlicer", "/m/la.semiseg", "/t/in.nrrd", "/t/out.nrrd",
                                        ["left atrium", "aorta"], device="cpu", swBatchSize=2, overlap=0.25,
-                                       eventsPath="/t/events.jsonl", keepLargestComponent=True)
+                                       eventsPath="/t/events.jsonl", keepLargestComponent=True,
+                                       testTimeMirroring=True)
     assert args == ["/opt/Slicer/bin/PythonSlicer", "-m", "semiseg", "predict", "--model", "/m/la.semiseg",
                     "--input", "/t/in.nrrd", "--output", "/t/out.nrrd", "--device", "cpu", "--sw-batch-size", "2",
-                    "--overlap", "0.25", "--prompts", "left atrium,aorta", "--lcc", "--events", "/t/events.jsonl",
-                    "--overwrite"]
+                    "--overlap", "0.25", "--prompts", "left atrium,aorta", "--lcc", "--tta", "--events",
+                    "/t/events.jsonl", "--overwrite"]
+    assert "--tta" not in command.buildPredictCommand("py", "m", "i", "o")
     env = command.engineEnvironment({"PYTHONPATH": "/other", "PATH": "/bin"}, enginePath="/ext/SemiSegTogether",
                                     forceCpu=True)
     assert env["PYTHONPATH"] == os.pathsep.join(["/ext/SemiSegTogether", "/other"])
@@ -232,7 +234,7 @@ def test_engine_cli_accepts_the_flags_the_module_uses():
                          timeout=120, env=command.engineEnvironment())
     assert out.returncode == 0, out.stderr
     for flag in ("--model", "--input", "--output", "--prompts", "--device", "--sw-batch-size", "--overlap",
-                 "--lcc", "--events", "--overwrite"):
+                 "--lcc", "--tta", "--events", "--overwrite"):
         assert flag in out.stdout, flag
 
 

@@ -41,7 +41,7 @@ def engineCommand(pythonExecutable: str, subcommand: str, arguments: Sequence[st
 def buildPredictCommand(pythonExecutable: str, modelPath: str, inputPath: str, outputPath: str,
                         prompts: Optional[Sequence[str]] = None, device: str = "auto", swBatchSize: int = 1,
                         overlap: float = 0.5, eventsPath: Optional[str] = None, keepLargestComponent: bool = False,
-                        overwrite: bool = True) -> list:
+                        overwrite: bool = True, testTimeMirroring: bool = False) -> list:
     """The `semiseg predict` command line (docs/contracts.md, CLI)."""
     if device not in DEVICES and not device.startswith("cuda:"):
         raise ValueError(f"device must be one of {', '.join(DEVICES)} or cuda:N, not {device!r}")
@@ -58,6 +58,8 @@ def buildPredictCommand(pythonExecutable: str, modelPath: str, inputPath: str, o
         args += ["--prompts", ",".join(prompts)]
     if keepLargestComponent:
         args.append("--lcc")
+    if testTimeMirroring:
+        args.append("--tta")
     if eventsPath:
         args += ["--events", eventsPath]
     if overwrite:

@@ -565,7 +565,8 @@ def _report(r: dict) -> str:
         f"- Checkpoints: {p['checkpoint_rule']}.",
         f"- Inference: sliding window, overlap {p['overlap']}, Gaussian blending, on each image's own grid; "
         f"test-time mirroring: {'the 8 mirrorings of each window averaged (--tta)' if p.get('tta') else 'none'}; "
-        f"post-processing: {'largest connected component' if p['lcc'] else 'none'}.",
+        f"post-processing: {'largest connected component' if p['lcc'] else 'none'}"
+        f"{'; peer rows predict as their tool does by default (nnU-Net mirrors)' if _has_peers(r) else ''}.",
         f"- Seeds {p['seeds']}: every figure is the mean ± std over seeds of each seed's mean over the test cases.",
         f"- Device: {p['device']}.",
         "- Metrics: medpy-compatible (HD95 pooled 95th percentile; ASD directed prediction→truth), in mm and "
@@ -598,6 +599,10 @@ def _report(r: dict) -> str:
         lines += [f"![{method}](overlay_{slug(method)}.png)", ""]
     lines += ["Raw numbers per run, checkpoint and case: `results.json`.", ""]
     return "\n".join(lines)
+
+
+def _has_peers(r: dict) -> bool:
+    return any("peer" in run.get("options", {}) for run in r["runs"])
 
 
 def _figures(report_dir: Path, ds, runs: list[dict], s: BenchSettings) -> list[str]:
