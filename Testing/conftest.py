@@ -1,4 +1,5 @@
-"""Shared, session-scoped fixtures: one tiny phantom dataset and one tiny trained model.
+"""Shared fixtures: one tiny phantom dataset and one tiny trained model (session-scoped), and bench runs trained in
+this process (for the bench tests).
 
 Both are cheap (32³ volumes, a 4-filter V-Net, 4 iterations) and read-only for the tests that use them:
 a test that needs to change them copies them first.
@@ -56,3 +57,15 @@ def tiny_run(tiny_dataset, tmp_path_factory) -> TinyRun:
 def tiny_model(tiny_run) -> Path:
     """Path of the tiny trained model package (NAME.semiseg/)."""
     return tiny_run.model
+
+
+@pytest.fixture(scope="module")
+def runs_in_this_process():
+    """`semiseg bench` trains each run in this process, not a spawned one (which costs an import of torch and MONAI
+    per run; test_bench_paths keeps the spawned path). Module-scoped: a bench test module asks for it with
+    `pytestmark = pytest.mark.usefixtures("runs_in_this_process")`."""
+    import semiseg.bench as bench_module
+    patch = pytest.MonkeyPatch()
+    patch.setattr(bench_module, "in_fresh_process", lambda fn, *args: fn(*args))
+    yield
+    patch.undo()

@@ -12,15 +12,7 @@ from semiseg.errors import ConfigError
 from semiseg.evaluate import evaluate_folder
 
 
-@pytest.fixture(scope="module", autouse=True)
-def runs_in_this_process():
-    """Each run is trained in this process, not a spawned one (which costs an import of torch and MONAI per run;
-    test_bench_paths keeps the spawned path)."""
-    import semiseg.bench as bench_module
-    patch = pytest.MonkeyPatch()
-    patch.setattr(bench_module, "in_fresh_process", lambda fn, *args: fn(*args))
-    yield
-    patch.undo()
+pytestmark = pytest.mark.usefixtures("runs_in_this_process")
 
 
 @pytest.fixture(scope="module")

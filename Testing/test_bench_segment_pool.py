@@ -13,13 +13,7 @@ from semiseg.errors import ConfigError
 from semiseg.metrics import evaluate_predictions
 
 
-@pytest.fixture(scope="module", autouse=True)
-def runs_in_this_process():
-    import semiseg.bench as bench_module
-    patch = pytest.MonkeyPatch()
-    patch.setattr(bench_module, "in_fresh_process", lambda fn, *args: fn(*args))
-    yield
-    patch.undo()
+pytestmark = pytest.mark.usefixtures("runs_in_this_process")
 
 
 @pytest.fixture(scope="module")
