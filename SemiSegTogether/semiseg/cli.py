@@ -541,8 +541,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how overlapping windows are averaged: gaussian (default, centre weighted) or constant")
     p.add_argument("--lcc", action="store_true", help="keep the largest connected component of each label")
     p.add_argument("--tta", action="store_true", help="test-time mirroring: average each window's prediction over "
-                   "its 8 mirrorings, as nnU-Net predicts by default (8x the inference time; on la-dev +2.3 Dice "
-                   "points on average, docs/methods.md)")
+                   "its 8 mirrorings, as nnU-Net predicts by default (8x the inference time; on la-dev +2.6 Dice "
+                   "points on average, docs/cli.md)")
     p.add_argument("--surface", help="also write a smoothed surface per label (.vtp or .stl); with several cases "
                    "just the format (.vtp or .stl): CASE.vtp next to each label map")
     add_fast_path_arguments(p)
