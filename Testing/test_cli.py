@@ -81,6 +81,13 @@ def test_every_subcommand_has_help(capsys):
         assert capsys.readouterr().out.startswith(f"usage: semiseg {command}")
 
 
+@pytest.mark.parametrize("given, spacing", [("2", [2.0, 2.0, 2.0]), ("1.5,1.5,3", [1.5, 1.5, 3.0])])
+def test_train_spacing_takes_one_value_for_all_three_axes(given, spacing):
+    """`train --spacing 2` is an isotropic 2 mm grid, as `bench --spacing 2` is (it was refused: not 3 numbers)."""
+    args = build_parser().parse_args(["train", "--data", "d", "--out", "m.semiseg", "--spacing", given])
+    assert args.spacing == spacing
+
+
 def test_python_m_semiseg_help(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "semiseg", "--help"], capture_output=True, text=True,
                           cwd=tmp_path, timeout=120)

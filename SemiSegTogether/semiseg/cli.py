@@ -20,6 +20,12 @@ def _csv_floats(text: str) -> list[float]:
     return [float(v) for v in text.split(",") if v.strip()]
 
 
+def _spacing_mm(text: str) -> list[float]:
+    """--spacing: x,y,z in mm, or one value for an isotropic grid (as `bench --spacing` takes it)."""
+    values = _csv_floats(text)
+    return values * 3 if len(values) == 1 else values
+
+
 def _options(pairs: list[str] | None) -> dict:
     """--option key=value (value parsed as JSON when it parses, else kept as text)."""
     out = {}
@@ -111,7 +117,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-unlabeled", type=int, help="unlabeled patches per step (default 2)")
     p.add_argument("--patch", type=_csv_ints, help="patch size d,h,w (array order, multiples of 16; "
                                                    "default: the median case size, at most 128)")
-    p.add_argument("--spacing", type=_csv_floats, help="resample to this spacing x,y,z in mm (default: native)")
+    p.add_argument("--spacing", type=_spacing_mm, help="resample to this spacing x,y,z in mm, or one value for all "
+                   "three (default: native)")
     p.add_argument("--intensity", choices=["zscore", "ct", "percentile", "none"],
                    help="intensity normalisation: MR z-score (default, or the --init model's), CT window, "
                         "percentile clip, none")
