@@ -39,6 +39,7 @@ from semiseg.datasets import validate_dataset
 from semiseg.devices import machine_name, resolve_device
 from semiseg.errors import ConfigError
 from semiseg.events import _clean
+from semiseg.fresh_process import in_fresh_process
 from semiseg.figures import dice_boxplot, validation_curves
 from semiseg.io import read_label, read_volume
 from semiseg.metrics import mean_std_text as _fmt
@@ -444,16 +445,6 @@ def _run_one(s, p, ds, variant, method, options, seed, device, work, inherited) 
     models = {"best": result.models.get("best", result.model), "last": result.models["last"]}
     score_test(run, models, ds.test, s.data, device, work / "predictions" / tag, p["overlap"], s.lcc, s.tta)
     return run
-
-
-def in_fresh_process(fn, *args):
-    """Each run in its own spawned process: its peak memory is its own (a process's peak resident memory
-    never goes down), no state leaks from one run into the next, and a --time budget counts from its start."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(fn, *args).result()
 
 
 def _aggregate(s, p, ds, runs, device, seconds) -> dict:

@@ -43,7 +43,7 @@ def with_inherited(cfg: TrainConfig, inherited: dict | None) -> tuple[TrainConfi
 
 
 def plan_and_train(cfg: TrainConfig, budget_seconds: float, fixed: set[str]):
-    """In the run's own process (see bench.in_fresh_process): plan, then train within the budget."""
+    """In the run's own process (see semiseg.fresh_process): plan, then train within the budget."""
     from semiseg.plan import make_plan
     from semiseg.process import mark_command_start, seconds_spent
     from semiseg.train import train
