@@ -30,9 +30,12 @@ def test_registry_lists_every_method_with_options():
 
 
 def test_mean_teachers_default_departs_from_ua_mt_only_in_the_weight_and_recipe_authors_restores_it():
-    assert build_method("mean-teacher", context()).opts["consistency"] == 1.0
+    default = build_method("mean-teacher", context())
+    assert default.opts["consistency"] == 1.0 and default.consistency_weight(100) == pytest.approx(1.0)
     authors = build_method("mean-teacher", context(recipe="authors"))
-    assert authors.opts["consistency"] == 0.1 and authors.consistency_weight(99) == pytest.approx(0.1)
+    # UA-MT: weight 0.1, reached at the run's last iteration (its ramp spans the run: 40 x 150 of 6,000).
+    assert authors.opts["consistency"] == 0.1 and authors.consistency_weight(100) == pytest.approx(0.1)
+    assert authors.consistency_weight(40) == pytest.approx(0.1 * sigmoid_rampup(40, 100))
     assert build_method("mean-teacher", context(recipe="authors", consistency=3.0)).opts["consistency"] == 3.0
     described = {m["name"]: m for m in describe_methods()}
     assert described["mean-teacher"]["authors_recipe"] == {"consistency": 0.1}
