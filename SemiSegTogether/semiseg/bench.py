@@ -39,8 +39,8 @@ from semiseg.datasets import validate_dataset
 from semiseg.devices import machine_name, resolve_device
 from semiseg.errors import ConfigError
 from semiseg.events import _clean
-from semiseg.fresh_process import in_fresh_process
 from semiseg.figures import dice_boxplot, validation_curves
+from semiseg.fresh_process import in_fresh_process
 from semiseg.io import read_label, read_volume
 from semiseg.metrics import mean_std_text as _fmt
 from semiseg.methods import method_class, method_names
