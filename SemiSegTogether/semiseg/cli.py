@@ -16,13 +16,9 @@ def _csv_ints(text: str) -> list[int]:
     return [int(v) for v in text.replace("x", ",").split(",") if v.strip()]
 
 
-def _csv_floats(text: str) -> list[float]:
-    return [float(v) for v in text.split(",") if v.strip()]
-
-
 def _spacing_mm(text: str) -> list[float]:
-    """--spacing: x,y,z in mm, or one value for an isotropic grid (as `bench --spacing` takes it)."""
-    values = _csv_floats(text)
+    """--spacing (train, plan, bench): x,y,z in mm, or one value for an isotropic grid."""
+    values = [float(v) for v in text.split(",") if v.strip()]
     return values * 3 if len(values) == 1 else values
 
 
@@ -602,7 +598,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--time", help="a wall-time budget per run, e.g. 10m: each run trains as `train --time` does "
                                   "(planned on this machine) and each twin on its method's spacing, patch, batch "
                                   "and width; replaces the profile's grid and iterations")
-    p.add_argument("--spacing", type=_csv_floats, metavar="MM",
+    p.add_argument("--spacing", type=_spacing_mm, metavar="MM",
                    help="target spacing x,y,z (or one value) in mm for every run, instead of the profile's; with "
                         "--time the planner keeps it, as `train --time --spacing` does")
     p.add_argument("--patch", type=_csv_ints, metavar="D,H,W",
