@@ -168,6 +168,8 @@ class _Trainer:
         for sig in previous:
             signal.signal(sig, self._on_signal)
         self.deadline = Deadline.from_plan(c.plan, elapsed_before)
+        if self.deadline is not None:
+            self.deadline.begin(start_it / c.iterations)
         progress = Progress(self.events, c.iterations, start_it, c.val_every, bool(data.val_cases), c.event_seconds,
                             c.progress and self.is_main, c.method, export_seconds=_planned(c.plan, "export"),
                             planned_eta=eta, deadline=self.deadline)
@@ -227,15 +229,20 @@ class _Trainer:
 
     def _out_of_time(self, progress: Progress, seconds: float) -> bool:
         """With a --time budget: whether the next step would leave too little time for the final validation and
-        the export (rank 0 decides, every rank follows)."""
+        the export; and how far through the run the clock is, which the schedule follows where it is ahead of the
+        steps (rank 0 decides both, every rank follows)."""
         if self.deadline is None:
             return False
         mean_step = (progress.step_total + seconds) / (progress.steps + 1)
-        late = self.is_main and not self.deadline.next_step_fits(mean_step, progress.validation_seconds,
-                                                                 bool(self.data.val_cases))
-        if self.world_size > 1:
-            late = bool(distributed.all_reduce_max(torch.tensor([int(late)], device=self.device))[0])
-        return late
+        validates = bool(self.data.val_cases)
+        late, clock = 0.0, 0.0
+        if self.is_main:
+            late = float(not self.deadline.next_step_fits(mean_step, progress.validation_seconds, validates))
+            clock = self.deadline.run_fraction(progress.validation_seconds, validates)
+        if self.world_size > 1:  # every rank the same decision and the same learning rate
+            late, clock = distributed.all_reduce_max(torch.tensor([late, clock], device=self.device)).tolist()
+        self.optimisation.clock_fraction = clock
+        return bool(late)
 
     def _on_signal(self, signum, frame) -> None:
         # Finish the current iteration, write the checkpoint, then stop: Cancel keeps the work done.

@@ -4,6 +4,11 @@ The plan fixes the iteration count from a timing probe. When other work then tak
 slower and the planned iterations no longer fit (measured: 1.96× the budget at 15 minutes). The deadline
 ends training early, after the last step that still leaves time for a final validation and the export, and
 the model card says where it stopped. A faster machine than planned is not stretched: the run ends early.
+
+A run cut short that way would stop with its learning rate still high (cut at half the planned steps, a poly
+schedule is at 54 % of its start), its weights not annealed. So the deadline also says how far through the run
+the clock is, and the schedule follows the clock wherever it is further on than the steps
+(semiseg.training.optimisation): on a slower machine the learning rate still reaches its end at the deadline.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ class Deadline:
         self.budget, self.export, self.validation = budget_seconds, export_seconds, validation_seconds
         self.spent_before, self.clock = spent_before, clock or process.seconds_spent
         self.stopped_at: int | None = None
+        self.start, self.start_fraction = spent_before, 0.0
 
     @classmethod
     def from_plan(cls, plan: dict | None, spent_before: float = 0.0) -> "Deadline | None":
@@ -36,10 +42,25 @@ class Deadline:
         final = (validation_seconds if validation_seconds is not None else self.validation) if validates else 0.0
         return self.spent_before + self.clock() + mean_step_seconds + final + self.export <= self.budget
 
+    def begin(self, done_fraction: float = 0.0) -> None:
+        """The training loop starts now, with `done_fraction` of the run's steps already trained (a resume)."""
+        self.start, self.start_fraction = self.spent_before + self.clock(), done_fraction
+
+    def run_fraction(self, validation_seconds: float | None, validates: bool) -> float:
+        """How far through the run the clock is, from 0 at `begin` (or the resumed fraction) to 1 when the last
+        step must end: the budget less the final validation and the export."""
+        final = (validation_seconds if validation_seconds is not None else self.validation) if validates else 0.0
+        span = self.budget - self.export - final - self.start
+        if span <= 0:
+            return 1.0
+        elapsed = self.spent_before + self.clock() - self.start
+        return min(1.0, self.start_fraction + (1.0 - self.start_fraction) * max(0.0, elapsed) / span)
+
     def seconds_left(self) -> float:
         """Of the budget: what a progress ETA may not exceed (training stops in time for the export)."""
         return max(0.0, self.budget - self.spent_before - self.clock())
 
     def card(self, planned_iterations: int) -> dict:
         return {"stopped_early": {"iteration": self.stopped_at, "planned_iterations": planned_iterations,
-                                  "reason": "the time budget: the steps ran slower than the plan's probe"}}
+                                  "reason": "the time budget: the steps ran slower than the plan's probe (the learning rate "
+                                            "schedule followed the clock to its end)"}}

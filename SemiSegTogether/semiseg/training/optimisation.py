@@ -24,8 +24,12 @@ class Optimisation:
             cls = torch.optim.Adam if self.opt_name == "adam" else torch.optim.AdamW
             self.optimizer = cls(params, lr=lr, betas=tuple(pref.get("betas", (0.9, 0.999))), weight_decay=wd)
         self.schedule = cfg.schedule or pref.get("schedule", "poly")
+        # How far through the run the --time budget's clock is (semiseg.training.deadline; 0 without a budget),
+        # set by the loop: the schedule follows it wherever it is further on than the steps.
+        self.clock_fraction = 0.0
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, _lr_factor(self.schedule, cfg.iterations, pref.get("milestones", (0.4, 0.8))))
+            self.optimizer, _lr_factor(self.schedule, cfg.iterations, pref.get("milestones", (0.4, 0.8)),
+                                       lambda: self.clock_fraction))
         self.scaler = fast.grad_scaler(device)  # loss scaling for fp16 only
 
     def step(self, total: torch.Tensor) -> None:
@@ -41,14 +45,17 @@ class Optimisation:
         return self.optimizer.param_groups[0]["lr"]
 
 
-def _lr_factor(schedule: str, total: int, milestone_fractions):
+def _lr_factor(schedule: str, total: int, milestone_fractions, clock_fraction=lambda: 0.0):
+    """The learning-rate factor at step `it` of `total`, or at `clock_fraction()` of the run where that is further
+    on: poly (1 - progress)^0.9, never quite 0; step: × 0.1 at each milestone fraction; constant."""
     milestones = [int(f * total) for f in milestone_fractions]
 
     def factor(it: int) -> float:
+        clock = clock_fraction()
         if schedule == "poly":
-            return (1 - min(it, total - 1) / total) ** 0.9
+            return (1 - min(max(it / total, clock), (total - 1) / total)) ** 0.9
         if schedule == "step":
-            return 0.1 ** sum(it >= m for m in milestones)
+            return 0.1 ** sum(it >= m or clock >= f for m, f in zip(milestones, milestone_fractions))
         return 1.0
 
     return factor
