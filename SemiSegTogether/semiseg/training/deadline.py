@@ -61,6 +61,7 @@ class Deadline:
         return max(0.0, self.budget - self.spent_before - self.clock())
 
     def card(self, planned_iterations: int) -> dict:
+        reason = ("the time budget: the steps ran slower than the plan's probe (the learning-rate schedule followed "
+                  "the clock to its end)")
         return {"stopped_early": {"iteration": self.stopped_at, "planned_iterations": planned_iterations,
-                                  "reason": "the time budget: the steps ran slower than the plan's probe (the learning rate "
-                                            "schedule followed the clock to its end)"}}
+                                  "reason": reason}}
