@@ -39,7 +39,7 @@ class Deadline:
     def next_step_fits(self, mean_step_seconds: float, validation_seconds: float | None, validates: bool) -> bool:
         """Whether one more step, then the final validation (when there are validation cases) and the export,
         end within the budget."""
-        final = (validation_seconds if validation_seconds is not None else self.validation) if validates else 0.0
+        final = self._final_validation(validation_seconds, validates)
         return self.spent_before + self.clock() + mean_step_seconds + final + self.export <= self.budget
 
     def begin(self, done_fraction: float = 0.0) -> None:
@@ -49,12 +49,18 @@ class Deadline:
     def run_fraction(self, validation_seconds: float | None, validates: bool) -> float:
         """How far through the run the clock is, from 0 at `begin` (or the resumed fraction) to 1 when the last
         step must end: the budget less the final validation and the export."""
-        final = (validation_seconds if validation_seconds is not None else self.validation) if validates else 0.0
+        final = self._final_validation(validation_seconds, validates)
         span = self.budget - self.export - final - self.start
         if span <= 0:
             return 1.0
         elapsed = self.spent_before + self.clock() - self.start
         return min(1.0, self.start_fraction + (1.0 - self.start_fraction) * max(0.0, elapsed) / span)
+
+    def _final_validation(self, validation_seconds: float | None, validates: bool) -> float:
+        """Seconds the final validation takes: as measured, else as planned; 0 without validation cases."""
+        if not validates:
+            return 0.0
+        return validation_seconds if validation_seconds is not None else self.validation
 
     def seconds_left(self) -> float:
         """Of the budget: what a progress ETA may not exceed (training stops in time for the export)."""
