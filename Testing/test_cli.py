@@ -86,7 +86,8 @@ def test_train_spacing_takes_one_value_for_all_three_axes(given, spacing):
     """`train --spacing 2` is an isotropic 2 mm grid, as `bench --spacing 2` is (it was refused: not 3 numbers)."""
     args = build_parser().parse_args(["train", "--data", "d", "--out", "m.semiseg", "--spacing", given])
     assert args.spacing == spacing
-    assert build_parser().parse_args(["bench", "--data", "d", "--name", "n", "--spacing", given]).spacing == spacing  # one parser
+    bench = build_parser().parse_args(["bench", "--data", "d", "--name", "n", "--spacing", given])
+    assert bench.spacing == spacing  # one parser
 
 
 def test_python_m_semiseg_help(tmp_path):
