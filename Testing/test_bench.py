@@ -284,6 +284,25 @@ def test_a_given_validation_interval_replaces_the_profiles(tiny_dataset, tmp_pat
         bench(replace(settings, val_every=0, out=tmp_path / "docs0"))
 
 
+def test_a_given_augmentation_trains_every_run_and_enters_its_key(tiny_dataset, tmp_path):
+    """`--augment`: every run trains with it (its model card says so), its key and report name it; absent, the
+    key is as before the flag, so that earlier runs are still reused under --resume."""
+    settings = BenchSettings(data=tiny_dataset, name="plain", methods=["supervised"], seeds=[0], profile="smoke",
+                             augment="none", out=tmp_path / "docs", workdir=tmp_path / "work", device="cpu",
+                             progress=False)
+    report = bench(settings)
+    run = json.loads((report.parent / "results.json").read_text(encoding="utf-8"))["runs"][0]
+    assert run["key"]["profile"]["augment"] == "none"
+    card = json.loads((tmp_path / "work" / "models" / "supervised-s0.semiseg" / "model.json").read_text(
+        encoding="utf-8"))
+    assert card["training"]["augment"] == "none"
+    assert "training augmentation `none`" in report.read_text(encoding="utf-8")
+    from dataclasses import replace
+    assert "augment" not in replace(settings, augment=None).profile_settings()
+    with pytest.raises(ConfigError, match="--augment heavy"):
+        replace(settings, augment="heavy").profile_settings()
+
+
 def test_paired_table_leaves_out_supervised_columns_only_without_supervised_runs():
     from semiseg.bench_paired import paired, paired_table
 

@@ -46,6 +46,7 @@ from semiseg.metrics import mean_std_text as _fmt
 from semiseg.methods import method_class, method_names
 from semiseg.overlays import overlay_planes
 from semiseg.predict_cases import prediction_name
+from semiseg.transforms import AUGMENTATION_STRENGTHS
 from semiseg.train import TrainConfig, train
 from semiseg.training.pool_quality import with_pool_truth
 
@@ -97,6 +98,7 @@ class BenchSettings:
     patch: list[int] | None = None  # --patch (d, h, w): likewise
     score_pool: Path | None = None  # labels of the unlabeled cases: the final models' pool scores only
     val_every: int | None = None  # --val-every: the profile's (scaled to --iterations), or the planner's
+    augment: str | None = None  # --augment: training augmentation for every run (None: train's default)
 
     def profile_settings(self) -> dict:
         if self.profile not in PROFILES:
@@ -114,6 +116,10 @@ class BenchSettings:
             settings["spacing"] = list(self.spacing) * (3 if len(self.spacing) == 1 else 1)
         if self.patch:
             settings["patch"] = list(self.patch)
+        if self.augment is not None:  # only when given, so that runs from before the flag keep their keys
+            if self.augment not in AUGMENTATION_STRENGTHS:
+                raise ConfigError(f"--augment {self.augment}: expected one of {', '.join(AUGMENTATION_STRENGTHS)}")
+            settings["augment"] = self.augment
         return settings
 
     def given(self) -> set[str]:
@@ -140,7 +146,7 @@ def run_bench(args) -> Path:
         options=parse_variant(":" + ",".join(args.option or []))[1], twins=not args.no_twins,
         peers=[Path(f) for f in args.peer or []], pool_truth=Path(args.pool_truth) if args.pool_truth else None,
         spacing=args.spacing, patch=args.patch, score_pool=Path(args.score_pool) if args.score_pool else None,
-        val_every=args.val_every)
+        val_every=args.val_every, augment=args.augment)
     return bench(settings)
 
 
@@ -425,7 +431,8 @@ def _run_one(s, p, ds, variant, method, options, seed, device, work, inherited) 
     cfg = TrainConfig(data=str(s.data), out=str(model), method=method, method_options=options,
                       iterations=p["iterations"], batch_labeled=p["batch_labeled"],
                       batch_unlabeled=p["batch_unlabeled"], patch=p["patch"], spacing=p["spacing"], seed=seed,
-                      device=str(device), val_every=p["val_every"], checkpoint="best", export_other=True,
+                      device=str(device), val_every=p["val_every"], augment=p.get("augment", "standard"),
+                      checkpoint="best", export_other=True,
                       workdir=str(work / "checkpoints" / tag), events=str(work / "logs" / f"{tag}.jsonl"),
                       progress=s.progress, pool_truth=str(s.pool_truth) if s.pool_truth else None)
     if s.time_seconds is None:
@@ -511,10 +518,14 @@ def _settings_line(r: dict, spacing: str) -> str:
                 f"(planning included): the planner {kept}chose each method's spacing, patch, batch, width, "
                 f"iterations and validation interval{' otherwise' if given else ''}; each twin took its method's "
                 f"spacing, patch, batch and width (same seed) and was planned only for iterations (the plans are "
-                f"under Plans). Method options {p['options'] or 'defaults'}.")
+                f"under Plans). Method options {p['options'] or 'defaults'}{_augment_text(p)}.")
     return (f"- Profile `{r['profile']}`: resampled to {spacing}; patch (d, h, w) {p['patch']}; {p['iterations']} "
             f"iterations, batch {p['batch_labeled']} labeled + {p['batch_unlabeled']} unlabeled; validation every "
-            f"{p['val_every']} iterations; method options {p['options'] or 'defaults'}.")
+            f"{p['val_every']} iterations; method options {p['options'] or 'defaults'}{_augment_text(p)}.")
+
+
+def _augment_text(p: dict) -> str:
+    return f"; training augmentation `{p['augment']}` (`--augment`)" if "augment" in p else ""
 
 
 def _time_flag(seconds: float) -> str:

@@ -619,6 +619,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-every", type=int, metavar="N",
                    help="validate (and measure --pool-truth) every N iterations, instead of the profile's or, with "
                         "--time, the planner's (which then plans for it)")
+    p.add_argument("--augment", choices=["none", "light", "standard", "strong"],
+                   help="training augmentation for every run, as `train --augment` (default: train's, standard)")
     p.add_argument("--score-pool", metavar="DIR",
                    help="labels of the unlabeled cases (CASE.nii.gz), read only to score each run's best and last "
                         "models on the pool after training: what a user gets on the scans they did not label "

@@ -268,9 +268,10 @@ class _Trainer:
             "data": {"dataset": data.dataset.name, "labeled": len(data.train_cases),
                      "validation": len(data.val_cases), "unlabeled": len(data.unlabeled_cases)},
             "training": {"iterations": self.trained_iterations, "seconds": round(seconds, 1),
-                         "device": str(self.device), "peak_memory_mb": round(peak, 1), "seed": c.seed, "batch_labeled": c.batch_labeled,
-                         "batch_unlabeled": c.batch_unlabeled, "optimizer": self.optimisation.opt_name,
-                         "schedule": self.optimisation.schedule, "amp": self.amp, "world_size": self.world_size,
+                         "device": str(self.device), "peak_memory_mb": round(peak, 1), "seed": c.seed,
+                         "batch_labeled": c.batch_labeled, "batch_unlabeled": c.batch_unlabeled,
+                         "optimizer": self.optimisation.opt_name, "schedule": self.optimisation.schedule,
+                         "augment": c.augment, "amp": self.amp, "world_size": self.world_size,
                          "fast_paths": self.fast.describe(self.device)},
         }
         if self.parent is not None:
