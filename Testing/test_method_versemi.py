@@ -8,7 +8,8 @@ import torch
 
 from semiseg.errors import ConfigError, ModelError
 from semiseg.methods import MethodContext, build_method, describe_methods
-from semiseg.methods.versemi import cutmix_box, dice_loss
+from semiseg.methods.cutmix import cutmix_box
+from semiseg.methods.versemi import dice_loss
 from semiseg.nets import build_network
 from semiseg.prompts import merge_task_probabilities
 

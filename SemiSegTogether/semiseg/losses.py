@@ -48,6 +48,7 @@ def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor, class_weights: torc
     return 0.5 * (ce + soft_dice_loss(probs, onehot, class_weights))
 
 
-def softmax_mse(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
-    """Mean squared difference of softmax outputs (the Mean Teacher consistency)."""
-    return F.mse_loss(student_logits.float().softmax(1), teacher_logits.float().softmax(1))
+def softmax_mse(student_logits: torch.Tensor, target_probs: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference between the student's softmax and target probabilities, both (B, C, ...): the Mean
+    Teacher consistency, whose target is the teacher's softmax."""
+    return F.mse_loss(student_logits.float().softmax(1), target_probs.float())

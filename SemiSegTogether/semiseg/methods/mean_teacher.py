@@ -3,6 +3,10 @@
 The teacher is an exponential moving average of the student's parameters *and* BatchNorm
 buffers; it sees the unlabeled batch with small Gaussian noise and the student is pulled
 towards its softmax output, with a sigmoid ramp-up of the consistency weight.
+
+`mix=cutmix` is the mixing perturbation of French et al. (BMVC 2020, "Semi-supervised semantic
+segmentation needs strong, varied perturbations"): the student sees each unlabeled patch with a box of half
+its volume pasted from another, and matches the same mix of the teacher's outputs on the unmixed patches.
 """
 
 from __future__ import annotations
@@ -12,8 +16,14 @@ import copy
 import torch
 
 from semiseg.losses import dice_ce_loss, softmax_mse
+from semiseg.errors import ConfigError
 from semiseg.methods.base import Method, ema_update, sigmoid_rampup
+from semiseg.methods.cutmix import cutmix_box, mix_with_next
 from semiseg.nets import build_network
+
+
+MIXES = ("none", "cutmix")
+CUTMIX_SIDE = 0.5 ** (1 / 3)  # a cube of this fraction of each side holds half the patch, as French et al.'s box
 
 
 class MeanTeacher(Method):
@@ -23,7 +33,7 @@ class MeanTeacher(Method):
     revision = 4
     description = "EMA teacher gives targets on unlabeled data; student matches its softmax (consistency)."
     defaults = {"n_filters": 16, "norm": "batch", "dropout": 0.0, "ema_decay": 0.99, "consistency": 1.0,
-                "rampup": 1.0, "noise": 0.1, "inference": "student"}
+                "rampup": 1.0, "noise": 0.1, "mix": "none", "inference": "student"}
     # UA-MT's weight 0.1 makes the term a thousandth of the loss late in a run and loses to the supervised twin on
     # la-dev; 1 beats the twin on every seed at equal steps and at equal time (docs/methods.md, "Options for short
     # runs"). The authors' value stays one option away. The ramp is UA-MT's: over 40 "epochs" of 150 iterations,
@@ -35,13 +45,18 @@ class MeanTeacher(Method):
         "consistency": "maximum consistency weight (default 1, measured on la-dev; UA-MT and recipe=authors: 0.1)",
         "rampup": "sigmoid ramp-up length as a fraction of the iterations (default 1, the whole run, as UA-MT)",
         "noise": "std of the Gaussian noise on the teacher's input (clipped at ±2 std)",
+        "mix": "none: the student sees the unlabeled patches as they are (UA-MT) | cutmix: each with a box of half its "
+               "volume from another, against the same mix of the teacher's outputs (French et al. 2020); needs 2 or "
+               "more unlabeled patches a step",
         "inference": "student (as UA-MT reports) | teacher",
     }
 
-    unlabeled_only = frozenset({"consistency", "rampup", "noise"})  # the twin's teacher still uses ema_decay
+    unlabeled_only = frozenset({"consistency", "rampup", "noise", "mix"})  # the twin's teacher still uses ema_decay
 
     def __init__(self, context):
         super().__init__(context)
+        if self.opts["mix"] not in MIXES:
+            raise ConfigError(f"mean-teacher: mix must be one of {', '.join(MIXES)}, got {self.opts['mix']!r}")
         self.net = build_network("vnet", in_channels=context.in_channels, n_classes=context.n_classes,
                                  n_filters=self.opts["n_filters"], norm=self.opts["norm"],
                                  dropout=self.opts["dropout"])
@@ -60,21 +75,33 @@ class MeanTeacher(Method):
             return {"total": supervised, "supervised": supervised.detach()}
         # One student pass over labeled and unlabeled patches together, as UA-MT's `model(volume_batch)`: its
         # BatchNorm sees the whole batch, and one pass costs less than two on small CPU patches.
-        n = labeled["image"].shape[0]
-        student = self.step_net(torch.cat([labeled["image"], unlabeled["image"]]))
+        n, image_u = labeled["image"].shape[0], unlabeled["image"]
+        keep = self.cutmix_keep(image_u)
+        student_in = image_u if keep is None else mix_with_next(image_u, keep)
+        student = self.step_net(torch.cat([labeled["image"], student_in]))
         supervised = dice_ce_loss(student[:n], labeled["label"])
-        student_u = student[n:]
         with torch.no_grad():
             # Teacher in eval mode: it uses its EMA'd BatchNorm statistics, not the batch's.
             self.teacher.eval()
             sigma = self.opts["noise"]
-            noise = (torch.randn_like(unlabeled["image"]) * sigma).clamp(-2 * sigma, 2 * sigma)
-            teacher_u = self.teacher(unlabeled["image"] + noise)
-        consistency = softmax_mse(student_u, teacher_u)
+            noise = (torch.randn_like(image_u) * sigma).clamp(-2 * sigma, 2 * sigma)
+            target = self.teacher(image_u + noise).float().softmax(1)
+            if keep is not None:
+                target = mix_with_next(target, keep)
+        consistency = softmax_mse(student[n:], target)
         weight = self.consistency_weight(step)
         total = supervised + weight * consistency
         return {"total": total, "supervised": supervised.detach(), "consistency": consistency.detach(),
                 "consistency_weight": torch.tensor(weight)}
+
+    def cutmix_keep(self, image_u: torch.Tensor) -> torch.Tensor | None:
+        """(B, D, H, W) CutMix mask for the unlabeled patches (1 = the patch's own voxels), or None (no mixing)."""
+        if self.opts["mix"] != "cutmix":
+            return None
+        if image_u.shape[0] < 2:
+            raise ConfigError("mean-teacher: mix=cutmix mixes unlabeled patches in pairs and needs 2 or more "
+                              f"a step; this batch has {image_u.shape[0]} (--batch-unlabeled)")
+        return cutmix_box((image_u.shape[0], *image_u.shape[2:]), CUTMIX_SIDE, image_u.device)
 
     def after_optimizer_step(self, step):
         # Early on the teacher follows the student closely (decay ramps from 0 to ema_decay).

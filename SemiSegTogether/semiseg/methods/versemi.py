@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 from semiseg.errors import ConfigError
 from semiseg.methods.base import Method
+from semiseg.methods.cutmix import cutmix_box
 from semiseg.nets import build_network
 
 DICE_EPS = 1e-5
@@ -53,17 +54,6 @@ def task_dice_loss(probs: torch.Tensor, local: torch.Tensor, n_channels: torch.T
         if bool((n_channels > c).any()):
             losses.append(dice_loss(probs[:, c], local == c))
     return torch.stack(losses).mean()
-
-
-def cutmix_box(shape, ratio: float, device=None) -> torch.Tensor:
-    """(n, D, H, W) float mask: 1 everywhere except one random cube per sample of side int(size·ratio) per axis."""
-    n, *spatial = shape
-    keep = torch.ones(n, *spatial, device=device)
-    sides = [max(1, min(s, int(s * ratio))) for s in spatial]
-    for i in range(n):
-        starts = [int(torch.randint(0, s - side + 1, ())) for s, side in zip(spatial, sides)]
-        keep[(i, *[slice(a, a + side) for a, side in zip(starts, sides)])] = 0
-    return keep
 
 
 class VerSemi(Method):
