@@ -8,6 +8,8 @@ import torch
 from semiseg.errors import ConfigError
 from semiseg.methods import MethodContext, build_method, describe_methods, method_names
 from semiseg.methods.base import ema_update, sigmoid_rampup
+from semiseg.methods.cutmix import cutmix_box, mix_with_previous
+from semiseg.methods.mean_teacher import CUTMIX_SIDE
 
 
 def context(**options):
@@ -153,3 +155,37 @@ def test_inference_network_is_student_or_teacher_as_configured():
     assert m.inference_network() is m.teacher
     m = build_method("mean-teacher", context())
     assert m.inference_network() is m.net
+
+
+def test_cutmix_mixes_the_students_unlabeled_input_and_the_teachers_target_with_the_same_boxes():
+    method = build_method("mean-teacher", context(mix="cutmix", noise=0.0, rampup=0.0))
+    labeled, unlabeled = batch(b=3)
+    seen = {}
+    for name, net in (("student", method.net), ("teacher", method.teacher)):
+        net.register_forward_hook(lambda module, args, out, name=name: seen.update({name: args[0]}))
+    torch.manual_seed(0)
+    method.training_step(labeled, unlabeled, 10)
+    torch.manual_seed(0)
+    keep = cutmix_box((3, 16, 16, 16), CUTMIX_SIDE)  # the step's first draw
+    assert 0.4 < float(1 - keep.mean()) < 0.6  # each box holds about half the patch
+    u = unlabeled["image"]
+    assert torch.equal(seen["student"][3:], mix_with_previous(u, keep))
+    assert torch.equal(seen["student"][3:][1][keep[1][None] == 0], u[0][keep[1][None] == 0])
+    assert torch.equal(seen["teacher"], u)  # the teacher sees the patches unmixed
+    # A voxel-wise network commutes with the mix: a teacher equal to the student then gives a zero consistency,
+    # which holds only if the target is mixed with the student's boxes.
+    pointwise = torch.nn.Conv3d(1, 2, 1)
+    method.net, method.teacher = pointwise, copy.deepcopy(pointwise)
+    assert float(method.training_step(labeled, unlabeled, 10)["consistency"]) < 1e-12
+    method.opts["mix"] = "none"
+    method.teacher.weight.data.mul_(-1)
+    assert float(method.training_step(labeled, unlabeled, 10)["consistency"]) > 1e-4
+
+
+def test_cutmix_needs_two_unlabeled_patches_and_a_known_mix():
+    method = build_method("mean-teacher", context(mix="cutmix"))
+    labeled, unlabeled = batch(b=1)
+    with pytest.raises(ConfigError, match="needs 2 or more a step; this batch has 1"):
+        method.training_step(labeled, unlabeled, 0)
+    with pytest.raises(ConfigError, match="mix must be one of none, cutmix"):
+        build_method("mean-teacher", context(mix="mixup"))

@@ -16,8 +16,8 @@ def cutmix_box(shape, ratio: float, device=None) -> torch.Tensor:
     return keep
 
 
-def mix_with_next(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    """x (B, C, ...) with sample i's box (keep == 0) taken from sample i+1 (the last from the first).
+def mix_with_previous(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """x (B, C, ...) with sample i's box (keep == 0) taken from sample i−1 (the first's from the last).
 
     keep is (B, ...) as `cutmix_box` gives it; the same call mixes images and their predicted softmax alike."""
     keep = keep[:, None].to(x.dtype)

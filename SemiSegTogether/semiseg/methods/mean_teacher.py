@@ -18,7 +18,7 @@ import torch
 from semiseg.losses import dice_ce_loss, softmax_mse
 from semiseg.errors import ConfigError
 from semiseg.methods.base import Method, ema_update, sigmoid_rampup
-from semiseg.methods.cutmix import cutmix_box, mix_with_next
+from semiseg.methods.cutmix import cutmix_box, mix_with_previous
 from semiseg.nets import build_network
 
 
@@ -77,7 +77,7 @@ class MeanTeacher(Method):
         # BatchNorm sees the whole batch, and one pass costs less than two on small CPU patches.
         n, image_u = labeled["image"].shape[0], unlabeled["image"]
         keep = self.cutmix_keep(image_u)
-        student_in = image_u if keep is None else mix_with_next(image_u, keep)
+        student_in = image_u if keep is None else mix_with_previous(image_u, keep)
         student = self.step_net(torch.cat([labeled["image"], student_in]))
         supervised = dice_ce_loss(student[:n], labeled["label"])
         with torch.no_grad():
@@ -87,7 +87,7 @@ class MeanTeacher(Method):
             noise = (torch.randn_like(image_u) * sigma).clamp(-2 * sigma, 2 * sigma)
             target = self.teacher(image_u + noise).float().softmax(1)
             if keep is not None:
-                target = mix_with_next(target, keep)
+                target = mix_with_previous(target, keep)
         consistency = softmax_mse(student[n:], target)
         weight = self.consistency_weight(step)
         total = supervised + weight * consistency
