@@ -31,7 +31,7 @@ def test_registry_lists_every_method_with_options():
     assert all(m["description"] for m in described.values())
 
 
-def test_mean_teachers_default_departs_from_ua_mt_only_in_the_weight_and_recipe_authors_restores_it():
+def test_mean_teachers_default_departs_from_ua_mt_only_in_the_weight_and_the_mix_and_recipe_authors_restores_it():
     default = build_method("mean-teacher", context())
     assert default.opts["consistency"] == 1.0 and default.consistency_weight(100) == pytest.approx(1.0)
     authors = build_method("mean-teacher", context(recipe="authors"))
@@ -40,11 +40,11 @@ def test_mean_teachers_default_departs_from_ua_mt_only_in_the_weight_and_recipe_
     assert authors.consistency_weight(40) == pytest.approx(0.1 * sigmoid_rampup(40, 100))
     assert build_method("mean-teacher", context(recipe="authors", consistency=3.0)).opts["consistency"] == 3.0
     described = {m["name"]: m for m in describe_methods()}
-    assert described["mean-teacher"]["authors_recipe"] == {"consistency": 0.1}
+    assert described["mean-teacher"]["authors_recipe"] == {"consistency": 0.1, "mix": "none"}
     assert described["supervised"]["authors_recipe"] == {}  # its defaults are the recipe
     # Every other option of the default recipe is the authors'.
     default, theirs = (build_method("mean-teacher", context(**o)).opts for o in ({}, {"recipe": "authors"}))
-    assert {k for k in default if default[k] != theirs[k]} == {"consistency", "recipe"}
+    assert {k for k in default if default[k] != theirs[k]} == {"consistency", "mix", "recipe"}
     with pytest.raises(ConfigError, match="recipe must be one of default, authors"):
         build_method("mean-teacher", context(recipe="paper"))
 
@@ -182,10 +182,15 @@ def test_cutmix_mixes_the_students_unlabeled_input_and_the_teachers_target_with_
     assert float(method.training_step(labeled, unlabeled, 10)["consistency"]) > 1e-4
 
 
-def test_cutmix_needs_two_unlabeled_patches_and_a_known_mix():
+def test_cutmix_on_one_unlabeled_patch_takes_the_box_from_its_mirror_image_and_the_mix_must_be_known():
+    x = torch.arange(2 * 4 * 4 * 4, dtype=torch.float32).reshape(1, 2, 4, 4, 4)
+    keep = torch.ones(1, 4, 4, 4)
+    keep[0, :2, :2, :2] = 0
+    mixed = mix_with_previous(x, keep)
+    assert torch.equal(mixed[..., :2, :2, :2], x.flip(-1)[..., :2, :2, :2])
+    assert torch.equal(mixed[..., 2:, :, :], x[..., 2:, :, :])
     method = build_method("mean-teacher", context(mix="cutmix"))
     labeled, unlabeled = batch(b=1)
-    with pytest.raises(ConfigError, match="needs 2 or more a step; this batch has 1"):
-        method.training_step(labeled, unlabeled, 0)
+    assert torch.isfinite(method.training_step(labeled, unlabeled, 0)["consistency"])
     with pytest.raises(ConfigError, match="mix must be one of none, cutmix"):
         build_method("mean-teacher", context(mix="mixup"))

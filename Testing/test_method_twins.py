@@ -80,7 +80,14 @@ def test_twin_gets_no_gradient_from_unlabeled_images(name):
     assert not unlabeled_terms & set(handed)
 
 
-OTHER_CHOICE = {"mix": "cutmix"}  # options that name a choice: a value other than the default
+CHOICES = {"mix": ("none", "cutmix")}  # options that name a choice, and the values they take
+
+
+def another_value(cls, key):
+    """A value of option `key` other than its default."""
+    if key in CHOICES:
+        return next(v for v in CHOICES[key] if v != cls.defaults[key])
+    return cls.defaults[key] * 3 + 0.5
 
 
 @pytest.mark.parametrize("name", [n for n in SMALL if type(build(n)).unlabeled_only])
@@ -88,7 +95,7 @@ def test_options_a_twin_ignores_change_nothing_in_its_training(name):
     # `semiseg bench` shares one twin among variants that differ only in `unlabeled_only` options: that is only
     # honest if the twin trains bit for bit the same whatever they are.
     cls = type(build(name))
-    other = {k: OTHER_CHOICE.get(k) or cls.defaults[k] * 3 + 0.5 for k in cls.unlabeled_only}
+    other = {k: another_value(cls, k) for k in cls.unlabeled_only}
     states = []
     for options in ({}, other):
         labeled, unlabeled = batches(shape=SHAPE.get(name, (16, 16, 16)))

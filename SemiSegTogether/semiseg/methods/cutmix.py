@@ -17,8 +17,10 @@ def cutmix_box(shape, ratio: float, device=None) -> torch.Tensor:
 
 
 def mix_with_previous(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    """x (B, C, ...) with sample i's box (keep == 0) taken from sample i−1 (the first's from the last).
+    """x (B, C, ...) with sample i's box (keep == 0) taken from sample i−1 (the first's from the last); a batch of
+    one takes it from its own mirror image along the last axis, so that the box still holds other content.
 
     keep is (B, ...) as `cutmix_box` gives it; the same call mixes images and their predicted softmax alike."""
     keep = keep[:, None].to(x.dtype)
-    return keep * x + (1 - keep) * x.roll(1, dims=0)
+    partner = x.roll(1, dims=0) if x.shape[0] > 1 else x.flip(-1)
+    return keep * x + (1 - keep) * partner
