@@ -1,4 +1,4 @@
-"""CutMix boxes for 3D patches (Yun et al. 2019), as VerSemi and Mean Teacher's `perturbation=cutmix` use them."""
+"""CutMix boxes for 3D patches (Yun et al. 2019), as VerSemi and Mean Teacher's `mix=cutmix` use them."""
 
 from __future__ import annotations
 

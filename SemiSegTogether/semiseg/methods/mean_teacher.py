@@ -16,8 +16,8 @@ import copy
 
 import torch
 
-from semiseg.losses import dice_ce_loss, softmax_mse
 from semiseg.errors import ConfigError
+from semiseg.losses import dice_ce_loss, softmax_mse
 from semiseg.methods.base import Method, ema_update, sigmoid_rampup
 from semiseg.methods.cutmix import cutmix_box, mix_with_previous
 from semiseg.nets import build_network
