@@ -12,6 +12,7 @@ import torch
 
 from semiseg.losses import dice_ce_loss
 from semiseg.methods import MethodContext, build_method, describe_methods
+from semiseg.methods.mean_teacher import MIXES
 from semiseg.model import load_model
 from semiseg.train import TrainConfig, _Trainer, train
 
@@ -80,7 +81,7 @@ def test_twin_gets_no_gradient_from_unlabeled_images(name):
     assert not unlabeled_terms & set(handed)
 
 
-CHOICES = {"mix": ("none", "cutmix")}  # options that name a choice, and the values they take
+CHOICES = {"mix": MIXES}  # options that name a choice, and the values they take
 
 
 def another_value(cls, key):
