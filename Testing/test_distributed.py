@@ -317,6 +317,46 @@ def test_sync_bn_refused_on_cpu(method_runs):
         assert "SyncBatchNorm runs on CUDA only" in text, text
 
 
+def _child_pids(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (from /proc/*/stat; the command name may hold spaces and brackets)."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text(encoding="utf-8").rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # the process ended meanwhile
+        if parent == pid:
+            children.append(int(stat.parent.name))
+    return children
+
+
+def _sigterm_pending(pid: int) -> bool:
+    status = Path(f"/proc/{pid}/status").read_text(encoding="utf-8").splitlines()
+    masks = [int(line.split(":")[1], 16) for line in status if line.startswith(("SigPnd:", "ShdPnd:"))]
+    return any(mask & (1 << (signal.SIGTERM - 1)) for mask in masks)
+
+
+def _cancel_while_ranks_paused(launcher: subprocess.Popen) -> None:
+    """SIGTERM to `semiseg train --gpus 2` (what the Slicer trainer's Cancel does), delivered while its ranks are
+    stopped, so that they cannot finish all iterations while the signal travels launcher → torchrun → ranks: a
+    40-iteration run reached its export before the signal once, on a loaded machine."""
+    (torchrun,) = _child_pids(launcher.pid)
+    ranks = _child_pids(torchrun)
+    assert len(ranks) == 2, ranks
+    for pid in ranks:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        launcher.send_signal(signal.SIGTERM)
+        deadline = time.time() + 60
+        while not all(_sigterm_pending(pid) for pid in ranks):
+            assert time.time() < deadline, "torchrun did not pass SIGTERM on to its ranks within 60 s"
+            time.sleep(0.05)
+    finally:
+        for pid in ranks:
+            os.kill(pid, signal.SIGCONT)
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="pauses the ranks through /proc (Linux)")
 def test_cancel_and_resume_two_processes(data, tmp_path):
     out, work, events = tmp_path / "m.semiseg", tmp_path / "m.work", tmp_path / "events.jsonl"
     args = [sys.executable, "-m", "semiseg", "train", "--gpus", "2", "--data", str(data), "--method", "mean-teacher",
@@ -331,7 +371,7 @@ def test_cancel_and_resume_two_processes(data, tmp_path):
             break
         time.sleep(0.2)
     assert proc.poll() is None, "the run ended before it could be cancelled: " + proc.communicate()[1][-3000:]
-    proc.send_signal(signal.SIGTERM)  # what the Slicer trainer's Cancel does
+    _cancel_while_ranks_paused(proc)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode != 0
     first = [json.loads(line) for line in events.read_text(encoding="utf-8").splitlines()]
