@@ -139,9 +139,28 @@ def test_carry_chooses_the_checkpoint_each_chain_carries_on(tmp_path):
     import argparse
 
     from semiseg.active_loop import carried_model
-    assert carried_model(argparse.Namespace(carry="best")) == "model.semiseg"
-    assert carried_model(argparse.Namespace(carry="last")) == "model-last.semiseg"
+    assert carried_model(argparse.Namespace(carry="best", val_cases=1)) == "model.semiseg"
+    assert carried_model(argparse.Namespace(carry="last", val_cases=1)) == "model-last.semiseg"
+    assert carried_model(argparse.Namespace(carry="last", val_cases=0)) == "model.semiseg"  # the last, unselected
     text = write_report(_runs(0.02, 45.0), tmp_path / "r", {"carry": "last"}).read_text(encoding="utf-8")
     assert "carries the last one on" in text
     text = write_report(_runs(0.02, 45.0), tmp_path / "r", {}).read_text(encoding="utf-8")
     assert "carries the selected one on" in text
+
+
+def test_without_validation_the_one_package_is_the_last_and_judged_once(tiny_dataset, tmp_path, monkeypatch):
+    import argparse
+
+    from semiseg import active_loop
+    here = tmp_path / "round1"
+    here.mkdir()
+    tested = []
+    monkeypatch.setattr(active_loop, "test_dice", lambda model, *a: tested.append(model.name) or {"a": 0.7})
+    result = active_loop.record_round(argparse.Namespace(device="cpu"), here, tiny_dataset,
+                                      {"pick_seconds": 1.0, "train_seconds": 2.0})
+    assert tested == ["model.semiseg"]  # no model-last.semiseg beside it: model.semiseg holds the last weights
+    assert result["mean_test_dice"] == result["mean_last_test_dice"] == 0.7
+    runs = [dict(r, mean_last_test_dice=r["mean_test_dice"]) for r in _runs(0.02, 45.0)]
+    text = write_report(runs, tmp_path / "report", {"data": "la-dev", "val_cases": 0}).read_text(encoding="utf-8")
+    assert "every annotated case trained on" in text and "held-out" not in text
+    assert "selected checkpoints" not in text and text.count("last checkpoints") == 2  # one line per goal

@@ -125,7 +125,7 @@ def train_round(args, data: Path, out: Path, seed: int, init: Path | None, itera
                       iterations=iterations,
                       batch_labeled=p["batch_labeled"], batch_unlabeled=p["batch_unlabeled"],
                       patch=p["patch"], spacing=p["spacing"], seed=seed, device=args.device,
-                      val_every=args.val_every, val_cases=1, progress=False, init=str(init) if init else None,
+                      val_every=args.val_every, val_cases=args.val_cases, progress=False, init=str(init) if init else None,
                       checkpoint="best", export_other=True)
     cpu = time.process_time()
     result = train(cfg)  # in this process: a fresh one would import torch again, minutes on a loaded machine
@@ -181,7 +181,9 @@ def record_round(args, here: Path, data: Path, result: dict) -> dict:
     held-out case selects noisily (la-dev round 0, seed 2: the best was iteration 50 of 400), so the report
     gives both. Written to `here`/result.json."""
     best = test_dice(here / "model.semiseg", data, here / "predictions", args.device)
-    last = test_dice(here / "model-last.semiseg", data, here / "predictions-last", args.device)
+    # Without validation cases there is no selection: model.semiseg holds the last weights and is both.
+    last = (test_dice(here / "model-last.semiseg", data, here / "predictions-last", args.device)
+            if (here / "model-last.semiseg").exists() else best)
     result = {**result, "round_seconds": result["pick_seconds"] + result["train_seconds"],
               "labeled": len(load_dataset(data).training),
               "test_dice": best, "mean_test_dice": float(np.mean(list(best.values()))),
@@ -225,8 +227,9 @@ def simulate_seed(args, seed: int, report) -> None:
 
 def carried_model(args) -> str:
     """The model a chain carries to the next round (the one `suggest` ranks with and the next round
-    fine-tunes): the selected checkpoint, or with `--carry last` the last iteration's."""
-    return "model-last.semiseg" if args.carry == "last" else "model.semiseg"
+    fine-tunes): the selected checkpoint, or with `--carry last` the last iteration's; with `--val-cases 0` there is
+    no selection and model.semiseg holds the last."""
+    return "model-last.semiseg" if args.carry == "last" and args.val_cases else "model.semiseg"
 
 
 def arms(args) -> list[str]:
@@ -271,6 +274,8 @@ def study_parser(prog: str, description: str, name: str) -> argparse.ArgumentPar
     p.add_argument("--planned-seeds", help="all seeds of the study, for the report (default --seeds); several "
                                            "processes can run one seed each into the same --workdir")
     p.add_argument("--val-every", type=int, default=50)
+    p.add_argument("--val-cases", type=int, default=1, help="labeled cases held out for validation in every run "
+                   "(1, the earlier studies' setting; 0 trains on every annotated case and ships the last weights)")
     p.add_argument("--n-filters", type=int, default=16, help="network width (the cpu-lite profile's is 16)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--resample", type=float, metavar="MM", help="resample the data and the truth once to this "
@@ -309,7 +314,8 @@ def main(argv: list[str] | None = None) -> int:
         f"--iterations {args.iterations} --finetune-iterations {args.finetune_iterations} "
         f"--val-every {args.val_every} --n-filters {args.n_filters} --per-round {args.per_round} --rounds {args.rounds}"
         + (f" --short-finetune-iterations {args.short_finetune_iterations}" if args.short_finetune_iterations else "")
-        + (f" --arms {args.arms}" if args.arms else "") + (" --carry last" if args.carry == "last" else "")))
+        + (f" --arms {args.arms}" if args.arms else "") + (" --carry last" if args.carry == "last" else "")
+        + (f" --val-cases {args.val_cases}" if args.val_cases != 1 else "")))
     run_seeds(args, simulate_seed, lambda: write_report(load_results(Path(args.workdir)), Path(args.out), settings))
     return 0
 

@@ -45,12 +45,14 @@ def _every(rows: list[dict], key: str) -> list[float]:
     return [r[key] for r in rows] if all(key in r for r in rows) else []
 
 
-def goals(table: dict) -> list[str]:
-    """The issue's goals, read off the rounds every compared strategy has at the same seeds."""
+def goals(table: dict, selection: bool = True) -> list[str]:
+    """The issue's goals, read off the rounds every compared strategy has at the same seeds; without `selection`
+    (no validation case) on the last checkpoints alone."""
     lines = []
+    checkpoints = ("dice", "last_dice") if selection else ("last_dice",)
     ours, rand, scratch, short = (table.get(s, {}) for s in ORDER)
     rounds = [k for k in ours if k > 0 and k in rand and ours[k]["seeds"] == rand[k]["seeds"]]
-    for key, which in (("dice", "the selected"), ("last_dice", "the last")):
+    for key, which in [(k, w) for k, w in (("dice", "the selected"), ("last_dice", "the last")) if k in checkpoints]:
         compared = [k for k in rounds if ours[k][key][2] and rand[k][key][2]]
         if not compared:
             continue
@@ -62,7 +64,7 @@ def goals(table: dict) -> list[str]:
                      f"{'met' if all(wins) else 'NOT met'}.")
     # A round meets the second goal when either fine-tune arm reaches the scratch Dice in at most half its time.
     rounds = [k for k in ours if k > 0 and k in scratch and ours[k]["seeds"] == scratch[k]["seeds"]]
-    for key, which in (("dice", "selected"), ("last_dice", "last")):
+    for key, which in [(k, w) for k, w in (("dice", "selected"), ("last_dice", "last")) if k in checkpoints]:
         compared = [k for k in rounds if scratch[k][key][2]]
         if not compared:
             continue
@@ -133,24 +135,28 @@ def write_report(results: list[dict], out: Path, settings: dict) -> Path:
     if results:
         figure(table, out / "rounds.png")
     seeds = sorted({r["seed"] for r in results})
+    selection = settings.get("val_cases", 1) != 0
     lines = [f"# The annotate-then-fine-tune loop on {settings.get('data', 'the data')} (simulated annotator)", "",
              f"Seeds finished or in progress: {', '.join(map(str, seeds)) or 'none'} of {settings.get('seeds')}; "
              f"{len(results)} runs. Method {settings.get('method')} on the bench's cpu-lite grid (2 mm voxels, "
              f"patch 32x48x48, batch 2 labeled + 2 unlabeled for a semi-supervised method) with n_filters "
              f"{settings.get('n_filters')}, "
              f"{settings.get('iterations')} iterations from scratch, "
-             f"{settings.get('finetune_iterations')} when fine-tuning, validation on one held-out labeled case "
-             f"every {settings.get('val_every')}; {settings.get('per_round')} cases annotated per round, "
+             f"{settings.get('finetune_iterations')} when fine-tuning, "
+             + (f"validation on one held-out labeled case every {settings.get('val_every')}" if selection else
+                "every annotated case trained on (no validation case; each run ships its last weights)")
+             + f"; {settings.get('per_round')} cases annotated per round, "
              f"{settings.get('rounds')} rounds; `suggest` ranks by `{settings.get('suggest_strategy', 'uncertain')}`. "
              "Wall time of a round = picking (suggest) + training; test prediction is not counted. Training CPU "
              "time is the training process's CPU seconds: with one thread per process, its time on a core of its "
              "own, whatever else the machine ran.", "",
              f"Produced by `python -m semiseg.active_loop {settings.get('command', '')}`. "
              f"{settings.get('machine', '')}", "",
-             "Test Dice is given for the selected checkpoint (the best on the held-out case) and for the last "
-             "one (dashed in the figure); each fine-tune chain carries the "
-             f"{'last' if settings.get('carry') == 'last' else 'selected'} one on (ranks the pool with it and "
-             "fine-tunes it).", "",
+             ("Test Dice is given for the selected checkpoint (the best on the held-out case) and for the last "
+              "one (dashed in the figure); each fine-tune chain carries the "
+              f"{'last' if settings.get('carry') == 'last' else 'selected'} one on (ranks the pool with it and "
+              "fine-tunes it)." if selection else "No case is held out, so no checkpoint is selected: both Dice "
+              "columns are the last weights', which each fine-tune chain carries on."), "",
              "| round | labeled | strategy | test Dice % (mean ± std, n seeds) | last checkpoint's | "
              "round wall time s | training CPU s |", "|---|---|---|---|---|---|---|"]
     for k in sorted({k for rows in table.values() for k in rows}):
@@ -164,7 +170,7 @@ def write_report(results: list[dict], out: Path, settings: dict) -> Path:
             lines.append(f"| {k} | {row['labeled']} | {name} | {100 * m:.1f} ± {100 * s:.1f} ({n}) | "
                          f"{f'{100 * lm:.1f} ± {100 * ls:.1f}' if ln else '–'} | {t:.0f} | "
                          f"{f'{c:.0f}' if nc else '–'} |")
-    lines += ["", "## Goals", "", *(goals(table) or ["- Not enough finished rounds to compare yet."]), "",
+    lines += ["", "## Goals", "", *(goals(table, selection) or ["- Not enough finished rounds to compare yet."]), "",
               "![test Dice and wall time per round](rounds.png)", "",
               "Picks per seed and round (suggest's and random's) are in `results.json`."]
     return write_study(out, lines, {"settings": settings, "runs": results})
