@@ -345,6 +345,7 @@ class SemiSegTrainerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.batchUnlabeledSpinBox.value = settings.batchUnlabeled
         self.ui.learningRateLineEdit.text = "" if settings.learningRate is None else f"{settings.learningRate:g}"
         self.ui.valEverySpinBox.value = settings.valEvery
+        self.ui.valCasesSpinBox.value = settings.valCases
         method = next((m for m in self._methods if m.name == settings.method), None)
         self.showMethodOptions(method, settings.methodOptions)
         self.onTrainForChanged(settings.timeMinutes)
@@ -382,7 +383,7 @@ class SemiSegTrainerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             iterations=self.ui.iterationsSpinBox.value,
             device=self.ui.deviceComboBox.currentText, patch=patch, batchLabeled=self.ui.batchLabeledSpinBox.value,
             batchUnlabeled=self.ui.batchUnlabeledSpinBox.value, learningRate=learningRate,
-            valEvery=self.ui.valEverySpinBox.value, methodOptions=options,
+            valEvery=self.ui.valEverySpinBox.value, valCases=self.ui.valCasesSpinBox.value, methodOptions=options,
             modelName=self.ui.modelNameLineEdit.text.strip())
         problems += settings.validate(self._methods)
         if problems:

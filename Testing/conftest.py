@@ -41,13 +41,15 @@ def tiny_dataset(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_run(tiny_dataset, tmp_path_factory) -> TinyRun:
-    """Supervised, 4 iterations, validation every 2, on `tiny_dataset`; events written to a file."""
+    """Supervised, 4 iterations, one labeled case held out and validated every 2, on `tiny_dataset`; events
+    written to a file."""
     from semiseg.train import TrainConfig, train
 
     folder = tmp_path_factory.mktemp("tiny-model")
     cfg = TrainConfig(data=str(tiny_dataset), out=str(folder / "tiny.semiseg"), method="supervised",
                       method_options={"n_filters": 4}, iterations=4, patch=[32, 32, 32], device="cpu",
-                      progress=False, val_every=2, events=str(folder / "events.jsonl"), event_seconds=0.0)
+                      progress=False, val_every=2, val_cases=1, events=str(folder / "events.jsonl"),
+                      event_seconds=0.0)
     result = train(cfg)
     return TinyRun(dataset=tiny_dataset, model=Path(cfg.out), workdir=cfg.workdir_path(),
                    events=Path(cfg.events), config=cfg, result=result)

@@ -143,7 +143,7 @@ def cli_model(tiny_dataset, tmp_path_factory):
     model, events = folder / "cli.semiseg", folder / "train.jsonl"
     argv = ["train", "--data", str(tiny_dataset), "--method", "supervised", "--out", str(model), "--iterations", "2",
             "--patch", "32,32,32", "--device", "cpu", "--option", "n_filters=4", "--val-every", "1", "--quiet",
-            "--events", str(events), "--seed", "3"]
+            "--events", str(events), "--seed", "3", "--val-cases", "1"]
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         code = main(argv)

@@ -31,8 +31,9 @@ def test_a_slower_machine_than_planned_stops_at_the_budget_and_says_so(tiny_data
     monkeypatch.setattr(process, "seconds_spent", lambda: 10.0 * (len(steps) - 1))
     plan = {"budget_seconds": 45, "predicted": {"export": 0, "validation": 0, "validations": 1}}
     cfg = TrainConfig(data=str(tiny_dataset), out=str(tmp_path / "m.semiseg"), method="supervised", iterations=20,
-                      patch=[16, 16, 16], method_options={"n_filters": 4}, device="cpu", val_every=100, plan=plan,
-                      events=str(tmp_path / "events.jsonl"), workdir=str(tmp_path / "work"), progress=False)
+                      patch=[16, 16, 16], method_options={"n_filters": 4}, device="cpu", val_every=100,
+                      val_cases=1, plan=plan, events=str(tmp_path / "events.jsonl"), workdir=str(tmp_path / "work"),
+                      progress=False)
     result = train(cfg)
     # Checks at 0, 10, ..., 40 s leave room for one more step; at 50 s the next one would end past 45 s.
     assert result.iterations == 6

@@ -75,8 +75,8 @@ def _worker_methods(data: Path, single: Path, work: Path) -> None:
     from semiseg.train import _Trainer
     rank = int(os.environ["RANK"])
     for method in METHOD_OPTIONS:
-        cfg = _config(data, work / f"{method}.semiseg", method, events=str(work / f"{method}.events")
-                      if rank == 0 else None)
+        cfg = _config(data, work / f"{method}.semiseg", method, val_cases=1,  # validation under DDP too
+                      events=str(work / f"{method}.events") if rank == 0 else None)
         trainer = _Trainer(cfg, EventWriter(cfg.events))
         init = {k: v.clone() for k, v in trainer.method.state_dict().items()}
         trainer.run()

@@ -228,14 +228,15 @@ def test_cli_plan_needs_a_budget(tiny_dataset, capsys):
 def test_resume_with_a_time_budget_keeps_the_checkpoints_plan(tiny_dataset, tmp_path, capsys, fake):
     """A new plan would pick other settings, which --resume refuses: the run's own plan is taken instead."""
     run = ["--data", str(tiny_dataset), "--method", "supervised", "--iterations", "2", "--patch", "16,16,16",
-           "--option", "n_filters=4", "--device", "cpu", "--quiet", "--workdir", str(tmp_path / "work")]
+           "--option", "n_filters=4", "--device", "cpu", "--quiet", "--workdir", str(tmp_path / "work"),
+           "--val-cases", "1"]
     assert main(["train", "--out", str(tmp_path / "a.semiseg"), "--time", "10m", *run]) == 0
     first = read_manifest(tmp_path / "a.semiseg")["plan"]
     capsys.readouterr()
     # Another budget and no explicit settings at the resume: the checkpoint's plan decides all of them.
     assert main(["train", "--data", str(tiny_dataset), "--method", "supervised", "--device", "cpu", "--quiet",
                  "--workdir", str(tmp_path / "work"), "--out", str(tmp_path / "b.semiseg"), "--time", "3m",
-                 "--resume"]) == 0
+                 "--val-cases", "1", "--resume"]) == 0
     assert "Resuming the run planned as" in capsys.readouterr().err
     card = read_manifest(tmp_path / "b.semiseg")
     assert card["plan"] == first and card["training"]["iterations"] == 2 and card["patch_size"] == [16, 16, 16]

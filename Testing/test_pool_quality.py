@@ -26,7 +26,7 @@ def _config(data, out, **kw):
     from semiseg.train import TrainConfig
     return TrainConfig(data=str(data), out=str(out), method="mean-teacher", method_options={"n_filters": 4},
                        iterations=4, patch=[32, 32, 32], device="cpu", progress=False, val_every=2,
-                       batch_labeled=1, batch_unlabeled=1, **kw)
+                       batch_labeled=1, batch_unlabeled=1, **{"val_cases": 1, **kw})
 
 
 def test_truth_is_found_per_unlabeled_case_or_the_folder_is_named(pool_dataset, tmp_path):
@@ -55,6 +55,10 @@ def test_pool_is_scored_at_every_validation_and_training_is_unchanged(pool_datas
     assert all(0.0 <= h["dice"] <= 1.0 and set(h["per_label"]) == {"organ", "vessel", "lesion"}
                for h in measured.pool_history)
     assert plain.pool_history == []
+    # Without validation cases (train's default) the pool is still scored every val_every iterations.
+    alone = train(_config(pool_dataset, tmp_path / "alone.semiseg", val_cases=0,
+                          pool_truth=str(pool_dataset / "labelsUn_truth")))
+    assert alone.history == [] and [h["iteration"] for h in alone.pool_history] == [2, 4]
     kinds = [json.loads(line)["event"] for line in events.read_text(encoding="utf-8").splitlines()]
     assert kinds.count("pool_quality") == 2
     # Measurement only: the same weights, bit for bit, with and without it.

@@ -67,6 +67,10 @@ def test_trainer_train_for_a_time_lets_the_planner_choose_the_steps(release):
     assert ui.iterationsSpinBox.enabled and ui.iterationsSpinBox.value == 6000
     args = widget.settingsFromGui().trainArguments()
     assert "--time" not in args and args[args.index("--iterations") + 1] == "6000"
+    assert ui.valCasesSpinBox.value == 0 and "--val-cases" not in args  # every labeled case trains
+    ui.valCasesSpinBox.value = 1  # the user holds one out for a validation Dice
+    args = widget.settingsFromGui().trainArguments()
+    assert args[args.index("--val-cases") + 1] == "1"
 
 
 # --- item 4: the first open shows the model ---------------------------------------------------------

@@ -271,16 +271,18 @@ def test_a_time_limit_lets_the_planner_choose_steps_batches_and_validation():
     assert settings.TrainingSettings().timeMinutes == 30
     untimed = settings.TrainingSettings(timeMinutes=0).trainArguments()
     assert untimed[untimed.index("--iterations") + 1] == "6000" and "--spacing" not in untimed
+    assert "--val-cases" not in untimed  # every labeled case trains unless the user holds some out
 
 
 def test_settings_validation_messages():
     known = settings.readMethods(SHIPPED_METHODS)
     assert settings.TrainingSettings().validate(known) == []
     bad = settings.TrainingSettings(method="magic", timeMinutes=-5, iterations=0, device="tpu", patch=[96, 90],
-                                    batchLabeled=0, learningRate=-1, valEvery=0, modelName="a/b")
+                                    batchLabeled=0, learningRate=-1, valEvery=0, valCases=-1, modelName="a/b")
     text = "\n".join(bad.validate(known))
     for part in ("unknown method 'magic'", "time limit", "iterations must be at least 1", "device must be",
-                 "multiple of 16", "labeled batch", "learning rate", "validate-every", "model name"):
+                 "multiple of 16", "labeled batch", "learning rate", "validate-every", "held-out cases",
+                 "model name"):
         assert part in text
     withOptions = [settings.MethodInfo("mean-teacher", options={"ema_decay": 0.99})]
     assert "has no option(s) typo" in settings.TrainingSettings(methodOptions={"typo": 1}).validate(withOptions)[0]
@@ -288,7 +290,7 @@ def test_settings_validation_messages():
 
 def test_train_command_fresh_and_resume_use_the_same_workdir_and_out():
     s = settings.TrainingSettings(method="ad", timeMinutes=0, iterations=300, device="cpu", patch=[96, 96, 64],
-                                  batchLabeled=2, batchUnlabeled=4, learningRate=0.005, valEvery=50,
+                                  batchLabeled=2, batchUnlabeled=4, learningRate=0.005, valEvery=50, valCases=1,
                                   methodOptions={"weight": 0.5, "flag": True}, modelName="liver")
     fresh = settings.buildTrainCommand("PythonSlicer", "/j/data/dataset.json", "/j/model/liver.semiseg", "/j/ckpt",
                                        "/j/events.jsonl", s, labelInfoPath="/j/data/label-info.json")
@@ -296,7 +298,7 @@ def test_train_command_fresh_and_resume_use_the_same_workdir_and_out():
                      "--out", "/j/model/liver.semiseg", "--workdir", "/j/ckpt", "--events", "/j/events.jsonl",
                      "--quiet", "--label-info", "/j/data/label-info.json", "--method", "ad", "--device", "cpu",
                      "--iterations", "300", "--batch-labeled", "2", "--batch-unlabeled", "4", "--val-every", "50",
-                     "--patch", "96,96,64", "--lr", "0.005", "--option", "flag=true", "--option", "weight=0.5",
+                     "--val-cases", "1", "--patch", "96,96,64", "--lr", "0.005", "--option", "flag=true", "--option", "weight=0.5",
                      "--name", "liver", "--overwrite"]
     resume = settings.buildTrainCommand("PythonSlicer", "/j/data/dataset.json", "/j/model/liver.semiseg", "/j/ckpt",
                                         "/j/events.jsonl", s, labelInfoPath="/j/data/label-info.json", resume=True)

@@ -30,7 +30,7 @@ EVENT_FIELDS = {
 def config(data, tmp_path: Path, name: str = "m", **changes) -> TrainConfig:
     base = TrainConfig(data=str(data), out=str(tmp_path / f"{name}.semiseg"), method="supervised",
                        method_options={"n_filters": 4}, iterations=4, patch=[32, 32, 32], device="cpu",
-                       progress=False, val_every=2, event_seconds=0.0)
+                       progress=False, val_every=2, val_cases=1, event_seconds=0.0)
     return replace(base, **changes)
 
 
@@ -253,6 +253,25 @@ def test_validation_never_uses_test_cases(tiny_run, tmp_path, monkeypatch):
     assert not set(prepared) & test_ids
     with pytest.raises(ConfigError):
         split_validation(ds.training, 4)
+
+
+def test_every_labeled_case_trains_unless_cases_are_held_out(tiny_dataset, tmp_path):
+    # The package ships the last weights, so by default no case is held out; --checkpoint best needs cases to
+    # select on (a fifth); --val-cases is obeyed either way.
+    cfg = config(tiny_dataset, tmp_path, val_cases=None)
+    assert cfg.validation_cases() == 0
+    assert replace(cfg, checkpoint="best").validation_cases() is None  # split_validation's fifth
+    assert replace(cfg, val_cases=2).validation_cases() == replace(cfg, val_cases=2, checkpoint="best") \
+        .validation_cases() == 2
+    trainer = _Trainer(cfg, EventWriter(None))
+    labeled = load_dataset(tiny_dataset).training
+    assert trainer.val_cases == [] and len(trainer.data.train_cases) == len(labeled)
+    best = _Trainer(replace(cfg, checkpoint="best", out=str(tmp_path / "b.semiseg")), EventWriter(None))
+    assert [c.id for c in best.val_cases] == [labeled[-1].id]
+    # The checkpoint records the resolved number, so a resume cannot silently train on other cases.
+    from semiseg.resume_settings import run_settings
+    assert run_settings(cfg, [32, 32, 32], {})["val_cases"] == 0
+    assert run_settings(replace(cfg, checkpoint="best"), [32, 32, 32], {})["val_cases"] is None
 
 
 def test_method_that_needs_unlabeled_data_on_a_dataset_without(tiny_dataset, tmp_path):

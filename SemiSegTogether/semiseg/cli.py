@@ -124,8 +124,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--schedule", choices=["poly", "constant", "step"], help="LR schedule (default poly 0.9)")
     p.add_argument("--device", default="auto", help="auto (CUDA if present) | cpu | cuda | cuda:N | mps")
     p.add_argument("--val-every", type=int, help="validate every N iterations (default 200; with --time: planned)")
-    p.add_argument("--val-cases", type=int, help="labeled cases held out for validation (default: a fifth, at "
-                                                 "least 1, when ≥3 labeled)")
+    p.add_argument("--val-cases", type=int, help="labeled cases held out for validation (default: none, every "
+                                                 "labeled case trains; with --checkpoint best a fifth, at least 1, "
+                                                 "when ≥3 labeled)")
     p.add_argument("--checkpoint", default="last", choices=["last", "best"],
                    help="what the package holds: the last weights (default, as nnU-Net ships its final "
                         "checkpoint; with a few held-out cases the best one is picked by noise) or the best on "

@@ -234,7 +234,7 @@ def make_plan(cfg: TrainConfig, budget_seconds: float | None, memory_mb: float |
     limit = memory_mb if memory_mb is not None else 0.8 * (dev["available_mb"] or dev["memory_mb"] or 4096)
     space = LabelSpace.from_dataset(ds)
     cls = method_class(cfg.method)
-    fit_cases, val_cases = split_validation(ds.training, cfg.val_cases)
+    fit_cases, val_cases = split_validation(ds.training, cfg.validation_cases())
     n_val = len(val_cases)
     domains = {split: sorted({k.domain for k in cases if k.domain})
                for split, cases in (("labeled", ds.training), ("unlabeled", ds.unlabeled), ("test", ds.test))}

@@ -26,7 +26,8 @@ def run_settings(cfg, patch, preprocessing: dict) -> dict[str, Any]:
     """The settings of this run as stored in its checkpoint (JSON-plain values); `patch` and `preprocessing`
     as resolved from the data (an automatic patch, a recorded spacing)."""
     settings = {key: getattr(cfg, key) for key in RESUME_FIXED}
-    settings.update(patch=[int(p) for p in patch], preprocessing=preprocessing)
+    # The cases held out as resolved (a default that depends on --checkpoint must not change what trains).
+    settings.update(patch=[int(p) for p in patch], preprocessing=preprocessing, val_cases=cfg.validation_cases())
     return json.loads(json.dumps(settings))
 
 

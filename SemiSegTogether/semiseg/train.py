@@ -185,13 +185,16 @@ class _Trainer:
                 done = it + 1
                 self.loss_curve.record(done, losses)
                 last = done == c.iterations or self._out_of_time(progress, seconds)
-                validating = bool(data.val_cases) and (done % c.val_every == 0 or last)
+                scoring = done % c.val_every == 0 or last
+                validating = bool(data.val_cases) and scoring
+                scoring_pool = self.pool_quality is not None and scoring  # with or without validation cases
                 progress.stepped(done, seconds, losses, self.optimisation.lr, validating)
                 after_step = time.perf_counter()
-                if validating:
+                if validating or scoring_pool:
                     if self.is_main:
-                        last_dice = self.validator.validate(done)
-                        if self.pool_quality is not None:
+                        if validating:
+                            last_dice = self.validator.validate(done)
+                        if scoring_pool:
                             self.pool_quality.measure(done)
                     distributed.barrier()  # no rank runs ahead into the next step's collectives
                 if self.world_size > 1:
@@ -281,7 +284,7 @@ class _Trainer:
         if self.deadline is not None and self.deadline.stopped_at is not None:
             card["training"].update(self.deadline.card(c.iterations))
         if self.validator.inference_cost:
-            first_val = split_validation(data.dataset.training, c.val_cases)[1][0]
+            first_val = split_validation(data.dataset.training, c.validation_cases())[1][0]
             card["inference"] = {**self.validator.inference_cost, **measure_prediction(
                 net, card, first_val, self.device, self.fast)}
         models = export_models(c, card, net, self.validator.best_ckpt,

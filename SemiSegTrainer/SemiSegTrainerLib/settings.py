@@ -100,6 +100,7 @@ class TrainingSettings:
     batchUnlabeled: int = 2
     learningRate: Optional[float] = None  # None = the method's default
     valEvery: int = 200
+    valCases: int = 0  # labeled cases held out for a validation Dice (`--val-cases`); 0 = every one trains
     methodOptions: dict = field(default_factory=dict)
     modelName: str = ""
     initModel: str = ""  # fine-tune: the model package to start from (`--init`); per run, not a preference
@@ -127,6 +128,8 @@ class TrainingSettings:
             errors.append("learning rate must be between 0 and 10")
         if self.valEvery < 1:
             errors.append("validate-every must be at least 1")
+        if not isinstance(self.valCases, int) or self.valCases < 0:
+            errors.append("held-out cases must be 0 (none) or more")
         if knownMethods:
             method = next((m for m in knownMethods if m.name == self.method), None)
             if method is not None and method.options:
@@ -146,6 +149,8 @@ class TrainingSettings:
         else:
             args += ["--iterations", str(self.iterations), "--batch-labeled", str(self.batchLabeled),
                      "--batch-unlabeled", str(self.batchUnlabeled), "--val-every", str(self.valEvery)]
+        if self.valCases:
+            args += ["--val-cases", str(self.valCases)]
         if self.patch:
             args += ["--patch", ",".join(str(int(p)) for p in self.patch)]
         if self.learningRate is not None:

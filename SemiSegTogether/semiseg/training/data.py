@@ -22,7 +22,7 @@ class TrainingData:
     def __init__(self, cfg: TrainConfig):
         self.dataset = load_dataset(Path(cfg.data))
         self.space = LabelSpace.from_dataset(self.dataset)
-        train_cases, val_cases = split_validation(self.dataset.training, cfg.val_cases)
+        train_cases, val_cases = split_validation(self.dataset.training, cfg.validation_cases())
         self.prep, geometries = training_preprocessing(cfg, train_cases)
         self.train_cases = [prepare_case(k, self.prep, self.space, True) for k in train_cases]
         self.val_cases = [prepare_case(k, self.prep, self.space, True) for k in val_cases]
