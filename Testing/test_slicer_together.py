@@ -193,6 +193,10 @@ def test_model_card_shows_counts_metrics_time_and_memory_escaped():
     assert rows["Training"] == "1000 iterations in 15.0 min, peak 2100 MB on cpu"
     assert card.validationDice() == pytest.approx(0.85)
     assert "<h3>a&lt;b&gt;</h3>" in card.html()
+    # Trained without validation cases: the card measured one whole prediction instead of the window alone.
+    data["inference"] = {"device": "cpu", "prediction_seconds": 6.0, "peak_memory_mb": 900}
+    assert dict(manifest.ModelCard.fromManifest(data).lines())["Measured inference"] == \
+        "6.0 s per volume, peak 900 MB on cpu"
 
 
 # --- command line and environment ---------------------------------------------------------------

@@ -268,6 +268,13 @@ def test_every_labeled_case_trains_unless_cases_are_held_out(tiny_dataset, tmp_p
     assert trainer.val_cases == [] and len(trainer.data.train_cases) == len(labeled)
     best = _Trainer(replace(cfg, checkpoint="best", out=str(tmp_path / "b.semiseg")), EventWriter(None))
     assert [c.id for c in best.val_cases] == [labeled[-1].id]
+    # Trained so: no validation, and the card still says what a prediction costs (on the first labeled case).
+    result = train(replace(cfg, iterations=2, events=str(tmp_path / "events.jsonl")))
+    assert result.history == [] and "validation" not in [e["event"] for e in read_events(tmp_path / "events.jsonl")]
+    card = load_model(result.model)[1]
+    assert card["data"]["labeled"] == len(labeled) and card["data"]["validation"] == 0
+    assert card["inference"]["prediction_seconds"] > 0 and card["inference"]["peak_memory_mb"] > 0
+    assert "first labeled case" in card["inference"]["prediction_seconds_measures"]
     # The checkpoint records the resolved number, so a resume cannot silently train on other cases.
     from semiseg.resume_settings import run_settings
     assert run_settings(cfg, [32, 32, 32], {})["val_cases"] == 0

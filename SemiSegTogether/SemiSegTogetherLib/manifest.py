@@ -261,7 +261,8 @@ class ModelCard:
                 if isinstance(v, (int, float)))))
         if self.inference:
             inf = self.inference
-            text = f"{_fmtSeconds(inf.get('seconds_per_volume'))} per volume"
+            # the sliding window alone, measured at validation; without validation cases, the whole prediction
+            text = f"{_fmtSeconds(inf.get('seconds_per_volume', inf.get('prediction_seconds')))} per volume"
             if isinstance(inf.get("peak_memory_mb"), (int, float)):
                 text += f", peak {inf['peak_memory_mb']:.0f} MB"
             if inf.get("device"):

@@ -283,10 +283,12 @@ class _Trainer:
             card["plan"] = c.plan
         if self.deadline is not None and self.deadline.stopped_at is not None:
             card["training"].update(self.deadline.card(c.iterations))
-        if self.validator.inference_cost:
-            first_val = split_validation(data.dataset.training, c.validation_cases())[1][0]
-            card["inference"] = {**self.validator.inference_cost, **measure_prediction(
-                net, card, first_val, self.device, self.fast)}
+        # What a prediction costs (Together shows it, its memory check starts from it): on the first held-out
+        # case, or without one on the first labeled case.
+        held_out = split_validation(data.dataset.training, c.validation_cases())[1]
+        measured = (held_out or data.dataset.training)[0]
+        card["inference"] = {**(self.validator.inference_cost or {"device": str(self.device)}),
+                             **measure_prediction(net, card, measured, self.device, self.fast)}
         models = export_models(c, card, net, self.validator.best_ckpt,
                                {"dice": last_dice, "iteration": self.trained_iterations}, bool(data.val_cases))
         write_curves(c.out, self.loss_curve, self.validator.history, title=f"{card['name']}: {c.method}")

@@ -15,7 +15,8 @@ from semiseg.memory import PeakMemory
 
 SLIDING_WINDOW = ("the sliding window alone on a preprocessed validation case (model loaded; no reading, "
                   "resampling or writing), mean over the validation cases, at the validation overlap")
-PREDICTION = ("one whole prediction of a validation case as `semiseg predict` makes it at its default overlap: "
+PREDICTION = ("one whole prediction of a validation case (without one, of the first labeled case) as `semiseg "
+              "predict` makes it at its default overlap: "
               "read the image, preprocess, sliding window, back to the image's grid, write the label map "
               "(interpreter start-up and model loading excluded)")
 PREDICT_OVERLAP = 0.5  # `semiseg predict`'s default
