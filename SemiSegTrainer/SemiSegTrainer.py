@@ -744,7 +744,7 @@ class SemiSegTrainerLogic(ScriptedLoadableModuleLogic):
         base = self.baseDataset(parameterNode.datasetPath) if parameterNode.datasetPath else None
         unlabeledCount = len(poolPaths) + len(unlabeledNodes) + (len(base["unlabeled"]) if base else 0)
         problems = checkCases(cases, unlabeledCount, settings.method,
-                              datasetLabeledCount=len(base["training"]) if base else 0)
+                              datasetLabeledCount=len(base["training"]) if base else 0, valCases=settings.valCases)
         if not problems.ok:
             return None, problems
         job = TrainingJobFolder.create(self.workFolder(), settings)

@@ -126,6 +126,9 @@ def test_checks_before_training_give_clear_messages():
     assert not problems.ok
     few = export.checkCases([_case("a")], 0, "supervised")
     assert few.ok and "only 1 labeled case(s)" in few.text()
+    allHeldOut = export.checkCases([_case("a"), _case("b")], 0, "supervised", valCases=2)
+    assert not allHeldOut.ok and "leaves none of the 2 labeled case(s) to train on" in allHeldOut.text()
+    assert export.checkCases([_case("a"), _case("b"), _case("c")], 0, "supervised", valCases=1).ok
     none = export.checkCases([], 3, "supervised")
     assert "no labeled case" in none.text() and not none.ok
     assert export.checkCases([], 3, "supervised", datasetLabeledCount=4).ok

@@ -134,8 +134,9 @@ class CaseProblems:
 
 
 def checkCases(cases: Sequence[LabeledCase], unlabeledCount: int, method: str,
-               datasetLabeledCount: int = 0) -> CaseProblems:
-    """Clear messages before anything starts: geometry, empty segmentations, too few cases."""
+               datasetLabeledCount: int = 0, valCases: int = 0) -> CaseProblems:
+    """Clear messages before anything starts: geometry, empty segmentations, too few cases (`valCases` of
+    them held out for validation)."""
     problems = CaseProblems()
     allNames = []
     for case in cases:
@@ -170,9 +171,12 @@ def checkCases(cases: Sequence[LabeledCase], unlabeledCount: int, method: str,
     labeled = len(cases) + datasetLabeledCount
     if labeled < MIN_LABELED:
         problems.errors.append("no labeled case: add at least one volume with its segmentation, or a dataset")
+    elif valCases >= labeled:
+        problems.errors.append(f"holding {valCases} case(s) out for validation leaves none of the {labeled} labeled "
+                               "case(s) to train on: hold out fewer (0 = none)")
     elif labeled < RECOMMENDED_LABELED:
-        problems.warnings.append(f"only {labeled} labeled case(s): with fewer than {RECOMMENDED_LABELED} there is "
-                                 "no validation case, so the model card gets no validation Dice")
+        problems.warnings.append(f"only {labeled} labeled case(s): a first model from so few is rough; 'Suggest "
+                                 "next cases' ranks the pool for the next ones to annotate")
     if method != "supervised" and unlabeledCount == 0:
         problems.errors.append(f"method '{method}' learns from unlabeled images, but the pool is empty: add "
                                "unlabeled volumes or a folder, or choose 'supervised'")
