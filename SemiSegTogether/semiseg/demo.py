@@ -99,7 +99,7 @@ def _missed(ds, summaries, predicted, sizes, iterations) -> list[str]:
         lines += [f"**Why the {name} is missed.** It is {sizes[name]:.0f} voxels per test case on average, "
                   f"{100 * sizes[name] / largest:.1f} % of the largest structure, and darker than the organ "
                   f"around it; the voxels predicted as {name} over the {len(ds.test)} test cases were: {found}. "
-                  f"With {len(ds.training) - 1} labeled training cases and {iterations} iterations, the networks "
+                  f"With {len(ds.training)} labeled training cases and {iterations} iterations, the networks "
                   f"have not learnt to separate so small a target from its host: the mean Dice below averages "
                   f"its 0 % in. A longer run (`semiseg demo --iterations N`) or real data are where to judge "
                   f"the methods on it.", ""]
