@@ -99,7 +99,9 @@ def _against_scratch(ours: dict, scratch: dict, key: str) -> tuple[bool, str]:
     return ours[key][0] >= scratch[key][0] and (wall if cpu is None else cpu) <= 0.5, text
 
 
-def figure(table: dict, path: Path) -> Path:
+def figure(table: dict, path: Path, selection: bool = True) -> Path:
+    """Test Dice and wall time per round; the last checkpoints dashed beside the selected ones (without
+    `selection` they are the same weights, drawn once)."""
     import matplotlib.pyplot as plt
 
     from semiseg.figures import save_figure  # sets the headless backend
@@ -113,7 +115,7 @@ def figure(table: dict, path: Path) -> Path:
         std = [100 * rows[k]["dice"][1] for k in ks]
         bar = left.errorbar(ks, mean, yerr=std, marker=marker, capsize=3, label=strategy)
         last = [k for k in ks if rows[k]["last_dice"][2]]
-        if last:
+        if last and selection:
             left.plot(last, [100 * rows[k]["last_dice"][0] for k in last], marker=marker, linestyle="--",
                       color=bar.lines[0].get_color(), alpha=0.6, label=f"{strategy} (last)")
         right.plot(ks, [rows[k]["seconds"][0] for k in ks], marker=marker, label=strategy)
@@ -132,10 +134,10 @@ def figure(table: dict, path: Path) -> Path:
 def write_report(results: list[dict], out: Path, settings: dict) -> Path:
     table = summarise(results)
     out.mkdir(parents=True, exist_ok=True)
-    if results:
-        figure(table, out / "rounds.png")
-    seeds = sorted({r["seed"] for r in results})
     selection = settings.get("val_cases", 1) != 0
+    if results:
+        figure(table, out / "rounds.png", selection)
+    seeds = sorted({r["seed"] for r in results})
     lines = [f"# The annotate-then-fine-tune loop on {settings.get('data', 'the data')} (simulated annotator)", "",
              f"Seeds finished or in progress: {', '.join(map(str, seeds)) or 'none'} of {settings.get('seeds')}; "
              f"{len(results)} runs. Method {settings.get('method')} on the bench's cpu-lite grid (2 mm voxels, "
@@ -156,7 +158,8 @@ def write_report(results: list[dict], out: Path, settings: dict) -> Path:
               "one (dashed in the figure); each fine-tune chain carries the "
               f"{'last' if settings.get('carry') == 'last' else 'selected'} one on (ranks the pool with it and "
               "fine-tunes it)." if selection else "No case is held out, so no checkpoint is selected: both Dice "
-              "columns are the last weights', which each fine-tune chain carries on."), "",
+              "columns are the last weights', which each fine-tune chain carries on (one line each in the "
+              "figure)."), "",
              "| round | labeled | strategy | test Dice % (mean ± std, n seeds) | last checkpoint's | "
              "round wall time s | training CPU s |", "|---|---|---|---|---|---|---|"]
     for k in sorted({k for rows in table.values() for k in rows}):
