@@ -330,10 +330,25 @@ def _child_pids(pid: int) -> list[int]:
     return children
 
 
+def _status(pid: int) -> dict[str, str]:
+    lines = Path(f"/proc/{pid}/status").read_text(encoding="utf-8").splitlines()
+    return {key: value.strip() for key, _, value in (line.partition(":") for line in lines)}
+
+
+def _stopped(pid: int) -> bool:
+    return _status(pid)["State"].startswith("T")
+
+
 def _sigterm_pending(pid: int) -> bool:
-    status = Path(f"/proc/{pid}/status").read_text(encoding="utf-8").splitlines()
-    masks = [int(line.split(":")[1], 16) for line in status if line.startswith(("SigPnd:", "ShdPnd:"))]
-    return any(mask & (1 << (signal.SIGTERM - 1)) for mask in masks)
+    status = _status(pid)
+    return any(int(status[key], 16) & (1 << (signal.SIGTERM - 1)) for key in ("SigPnd", "ShdPnd"))
+
+
+def _wait_for(condition, pids: list[int], what: str) -> None:
+    deadline = time.time() + 20  # torchrun sends SIGKILL 30 s after SIGTERM
+    while not all(condition(pid) for pid in pids):
+        assert time.time() < deadline, f"the ranks {pids}: not {what} within 20 s"
+        time.sleep(0.02)
 
 
 def _cancel_while_ranks_paused(launcher: subprocess.Popen) -> None:
@@ -346,11 +361,10 @@ def _cancel_while_ranks_paused(launcher: subprocess.Popen) -> None:
     for pid in ranks:
         os.kill(pid, signal.SIGSTOP)
     try:
+        # SIGSTOP takes effect asynchronously: a SIGTERM that came first would be handled, not left pending.
+        _wait_for(_stopped, ranks, "stopped")
         launcher.send_signal(signal.SIGTERM)
-        deadline = time.time() + 60
-        while not all(_sigterm_pending(pid) for pid in ranks):
-            assert time.time() < deadline, "torchrun did not pass SIGTERM on to its ranks within 60 s"
-            time.sleep(0.05)
+        _wait_for(_sigterm_pending, ranks, "holding the SIGTERM that torchrun passes on")
     finally:
         for pid in ranks:
             os.kill(pid, signal.SIGCONT)
