@@ -49,22 +49,22 @@ def goals(table: dict, selection: bool = True) -> list[str]:
     """The issue's goals, read off the rounds every compared strategy has at the same seeds; without `selection`
     (no validation case) on the last checkpoints alone."""
     lines = []
-    checkpoints = ("dice", "last_dice") if selection else ("last_dice",)
+    checkpoints = [("dice", "selected"), ("last_dice", "last")][0 if selection else 1:]
     ours, rand, scratch, short = (table.get(s, {}) for s in ORDER)
     rounds = [k for k in ours if k > 0 and k in rand and ours[k]["seeds"] == rand[k]["seeds"]]
-    for key, which in [(k, w) for k, w in (("dice", "the selected"), ("last_dice", "the last")) if k in checkpoints]:
+    for key, which in checkpoints:
         compared = [k for k in rounds if ours[k][key][2] and rand[k][key][2]]
         if not compared:
             continue
         wins = [ours[k][key][0] > rand[k][key][0] for k in compared]
         scores = ", ".join(f"round {k}: {100 * ours[k][key][0]:.1f} vs {100 * rand[k][key][0]:.1f}"
                            for k in compared)
-        lines.append(f"- Suggested picks beat random picks on mean test Dice of {which} checkpoints in {sum(wins)} "
-                     f"of {len(compared)} round(s) ({scores}): goal (every round) "
+        lines.append(f"- Suggested picks beat random picks on mean test Dice of the {which} checkpoints in "
+                     f"{sum(wins)} of {len(compared)} round(s) ({scores}): goal (every round) "
                      f"{'met' if all(wins) else 'NOT met'}.")
     # A round meets the second goal when either fine-tune arm reaches the scratch Dice in at most half its time.
     rounds = [k for k in ours if k > 0 and k in scratch and ours[k]["seeds"] == scratch[k]["seeds"]]
-    for key, which in [(k, w) for k, w in (("dice", "selected"), ("last_dice", "last")) if k in checkpoints]:
+    for key, which in checkpoints:
         compared = [k for k in rounds if scratch[k][key][2]]
         if not compared:
             continue
