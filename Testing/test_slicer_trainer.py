@@ -301,8 +301,8 @@ def test_train_command_fresh_and_resume_use_the_same_workdir_and_out():
                      "--out", "/j/model/liver.semiseg", "--workdir", "/j/ckpt", "--events", "/j/events.jsonl",
                      "--quiet", "--label-info", "/j/data/label-info.json", "--method", "ad", "--device", "cpu",
                      "--iterations", "300", "--batch-labeled", "2", "--batch-unlabeled", "4", "--val-every", "50",
-                     "--val-cases", "1", "--patch", "96,96,64", "--lr", "0.005", "--option", "flag=true", "--option", "weight=0.5",
-                     "--name", "liver", "--overwrite"]
+                     "--val-cases", "1", "--patch", "96,96,64", "--lr", "0.005", "--option", "flag=true",
+                     "--option", "weight=0.5", "--name", "liver", "--overwrite"]
     resume = settings.buildTrainCommand("PythonSlicer", "/j/data/dataset.json", "/j/model/liver.semiseg", "/j/ckpt",
                                         "/j/events.jsonl", s, labelInfoPath="/j/data/label-info.json", resume=True)
     assert resume[:-1] == fresh[:-1] and resume[-1] == "--resume"

@@ -125,8 +125,8 @@ def train_round(args, data: Path, out: Path, seed: int, init: Path | None, itera
                       iterations=iterations,
                       batch_labeled=p["batch_labeled"], batch_unlabeled=p["batch_unlabeled"],
                       patch=p["patch"], spacing=p["spacing"], seed=seed, device=args.device,
-                      val_every=args.val_every, val_cases=args.val_cases, progress=False, init=str(init) if init else None,
-                      checkpoint="best", export_other=True)
+                      val_every=args.val_every, val_cases=args.val_cases, progress=False,
+                      init=str(init) if init else None, checkpoint="best", export_other=True)
     cpu = time.process_time()
     result = train(cfg)  # in this process: a fresh one would import torch again, minutes on a loaded machine
     # With one thread per process, CPU seconds are the time on a core of its own, whatever else runs beside.
