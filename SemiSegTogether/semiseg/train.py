@@ -36,7 +36,6 @@ from semiseg.training.data import TrainingData, auto_patch, method_context
 from semiseg.training.deadline import Deadline
 from semiseg.training.distribution import wrap_distributed
 from semiseg.training.optimisation import Optimisation
-from semiseg.prepare import split_validation
 from semiseg.training.curves import LossCurve, write_curves
 from semiseg.training.inference_cost import measure_prediction
 from semiseg.training.package import ModelCard, export_models, peak_memory_mb
@@ -283,12 +282,9 @@ class _Trainer:
             card["plan"] = c.plan
         if self.deadline is not None and self.deadline.stopped_at is not None:
             card["training"].update(self.deadline.card(c.iterations))
-        # What a prediction costs (Together shows it, its memory check starts from it): on the first held-out
-        # case, or without one on the first labeled case.
-        held_out = split_validation(data.dataset.training, c.validation_cases())[1]
-        measured = (held_out or data.dataset.training)[0]
+        # What a prediction costs (Together shows it, its memory check starts from it).
         card["inference"] = {**(self.validator.inference_cost or {"device": str(self.device)}),
-                             **measure_prediction(net, card, measured, self.device, self.fast)}
+                             **measure_prediction(net, card, data.measured_case, self.device, self.fast)}
         models = export_models(c, card, net, self.validator.best_ckpt,
                                {"dice": last_dice, "iteration": self.trained_iterations}, bool(data.val_cases))
         write_curves(c.out, self.loss_curve, self.validator.history, title=f"{card['name']}: {c.method}")

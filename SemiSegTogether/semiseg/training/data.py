@@ -23,6 +23,8 @@ class TrainingData:
         self.dataset = load_dataset(Path(cfg.data))
         self.space = LabelSpace.from_dataset(self.dataset)
         train_cases, val_cases = split_validation(self.dataset.training, cfg.validation_cases())
+        # The case the model card's prediction cost is measured on: the first held out, else the first labeled.
+        self.measured_case = (val_cases or self.dataset.training)[0]
         self.prep, geometries = training_preprocessing(cfg, train_cases)
         self.train_cases = [prepare_case(k, self.prep, self.space, True) for k in train_cases]
         self.val_cases = [prepare_case(k, self.prep, self.space, True) for k in val_cases]
